@@ -175,7 +175,6 @@ class FeatureActivationMap(LayerAttribution):
             )
         return maps.to(_first(inputs).device)
 
-    @torch.no_grad()
     def similarity_scores(
         self,
         inputs: TensorOrTuple,
@@ -186,7 +185,11 @@ class FeatureActivationMap(LayerAttribution):
     ) -> Tensor:
         r"""The similarity scores that :meth:`attribute` explains, one per input.
 
-        Takes the arguments of :meth:`attribute` that define the pairs.
+        Takes the arguments of :meth:`attribute` that define the pairs. With gradients
+        enabled the scores are differentiable in the inputs, so that gradient methods
+        (Integrated Gradients, Grad-CAM) can explain the very same score
+        (see :func:`captum_fam.metrics.similarity_forward`); under ``torch.no_grad`` no graph
+        is built.
 
         Returns:
             *Tensor* ``(N,)`` of scores on the inputs' device.
@@ -197,7 +200,7 @@ class FeatureActivationMap(LayerAttribution):
         """
         _, query, reference_rows = self._pair(
             inputs, reference, reference_embeddings, additional_forward_args,
-            attribute_to_layer_input,
+            attribute_to_layer_input, grad_enabled=torch.is_grad_enabled(),
         )  # fmt: skip
         return self.similarity.score(query, reference_rows).to(_first(inputs).device)
 
@@ -229,6 +232,7 @@ class FeatureActivationMap(LayerAttribution):
         reference_embeddings: Tensor | None,
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
+        grad_enabled: bool = False,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Query activations (N, C, H, W), query embeddings and paired references (N, C)."""
         one_of(reference, reference_embeddings, ("reference", "reference_embeddings"))
@@ -248,7 +252,9 @@ class FeatureActivationMap(LayerAttribution):
             m = embeddings.shape[0]
             check_pairing(n, m, "reference_embeddings")
 
-        activations = self._activations(batch, additional_forward_args, attribute_to_layer_input)
+        activations = self._activations(
+            batch, additional_forward_args, attribute_to_layer_input, grad_enabled
+        )
         if reference is not None:
             reference_args = _reference_forward_args(additional_forward_args, n, m)
             embeddings = self._activations(
@@ -271,8 +277,9 @@ class FeatureActivationMap(LayerAttribution):
         inputs: tuple[Tensor, ...],
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
+        grad_enabled: bool = False,
     ) -> Tensor:
-        """The layer's (N, C, H, W) activations in float32 or wider, with no autograd graph."""
+        """The layer's (N, C, H, W) activations in float32 or wider (no graph unless asked)."""
         try:
             captured = _forward_layer_eval(
                 self.forward_func,
@@ -281,6 +288,7 @@ class FeatureActivationMap(LayerAttribution):
                 additional_forward_args=additional_forward_args,
                 device_ids=self.device_ids,
                 attribute_to_layer_input=attribute_to_layer_input,
+                grad_enabled=grad_enabled,
             )
         except AssertionError as error:
             # Captum's capture helper reports these two conditions as AssertionErrors.

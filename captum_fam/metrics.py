@@ -36,8 +36,10 @@ def similarity_forward(fam: FeatureActivationMap) -> Callable[..., Tensor]:
     r"""A forward ``f(inputs, reference_embeddings, *additional_forward_args) -> (N,)``.
 
     It scores each input against its reference embedding with the FAM's layer and similarity,
-    the function the maps explain. Give the embeddings (one row per input) as the first
-    additional forward argument so that Captum's metrics expand them with the inputs.
+    the function the maps explain. It is differentiable, so it is also the forward to give
+    gradient methods (``IntegratedGradients``, ``LayerGradCam``) for a side-by-side comparison.
+    Give the embeddings (one row per input) as the first additional forward argument so that
+    Captum's metrics expand them with the inputs.
 
     Examples::
 

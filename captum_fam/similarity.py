@@ -72,7 +72,7 @@ class Similarity(ABC):
     def coefficients(self, query: Tensor, reference: Tensor) -> Tensor:
         """Channel coefficients ``g`` of the decomposition: ``(N, C), (N, C) -> (N, C)``."""
 
-    def validate(self, query: Tensor, reference: Tensor) -> None:
+    def validate(self, query: Tensor, reference: Tensor) -> None:  # noqa: B027 (optional hook)
         """Raise ``ValueError`` for embeddings the score is not defined for."""
 
     def weights(self, query: Tensor, reference: Tensor, weighting: str) -> Tensor:

@@ -12,10 +12,10 @@ import warnings
 from typing import Any
 
 import numpy as np
-from matplotlib import pyplot as plt
-from matplotlib.figure import Figure
 from captum.attr import LayerAttribution
 from captum.attr import visualization as viz
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 from torch import Tensor
 
 __all__ = ["attribution_to_numpy", "image_to_numpy", "visualize_fam"]

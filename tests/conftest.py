@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny models so that the suite stays fast on two cores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+from torch import nn  # noqa: E402
+
+settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+class TinyEmbedder(nn.Module):
+    """Conv features at stride 2, global average pooling, no classifier: an embedding net."""
+
+    def __init__(self, channels: int = 6, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(4, channels, 3, padding=1, stride=2), nn.ReLU())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.block(self.stem(images)).mean(dim=(2, 3))
+
+
+class ActivationModel(nn.Module):
+    """The inputs are the activations: lets property tests choose A freely (signs, scales)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Identity()
+
+    def forward(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.layer(activations).mean(dim=(2, 3))
+
+
+@pytest.fixture
+def tiny_model() -> TinyEmbedder:
+    torch.manual_seed(0)
+    return TinyEmbedder().eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def references() -> torch.Tensor:
+    return torch.rand(4, 3, 12, 12, generator=torch.Generator().manual_seed(2))
