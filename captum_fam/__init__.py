@@ -12,6 +12,7 @@ from captum_fam.similarity import (
     EuclideanSimilarity,
     Similarity,
 )
+from captum_fam.tokens import TokenLayout
 
 __version__ = "0.1.0"
 
@@ -23,5 +24,6 @@ __all__ = [
     "EuclideanSimilarity",
     "FeatureActivationMap",
     "Similarity",
+    "TokenLayout",
     "combine_activation_maps",
 ]

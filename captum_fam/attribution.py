@@ -12,11 +12,13 @@ The method in three steps, each in one place:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from captum._utils.common import _format_additional_forward_args
+from captum._utils.common import _format_additional_forward_args, _run_forward
 from captum._utils.gradient import _forward_layer_eval
 from captum.attr import LayerAttribution
 from captum.log import log_usage
@@ -32,8 +34,11 @@ from captum_fam._checks import (
     one_of,
 )
 from captum_fam.similarity import WEIGHTINGS, Similarity, SimilarityFn, resolve_similarity
+from captum_fam.tokens import TokenLayout, resolve_token_layout
 
-__all__ = ["FAM", "FeatureActivationMap", "combine_activation_maps"]
+__all__ = ["EMBEDDINGS", "FAM", "FeatureActivationMap", "combine_activation_maps"]
+
+EMBEDDINGS = ("layer", "output")
 
 
 class FeatureActivationMap(LayerAttribution):
@@ -80,6 +85,18 @@ class FeatureActivationMap(LayerAttribution):
                     intermediate outputs from batched results across devices.
                     If forward_func is given as the DataParallel model itself,
                     then it is not necessary to provide this argument.
+        token_layout (str or TokenLayout, optional): For transformer layers: ``"auto"`` reads
+                    ``(N, T, C)`` tokens (prefix tokens dropped, grid inferred from the token
+                    count, the input size or the model's ``patch_size``) and channels-last
+                    ``(N, h, w, C)`` grids as maps; a :class:`~captum_fam.tokens.TokenLayout`
+                    states the layout explicitly. Default: None (the layer must give
+                    ``(N, C, H, W)``)
+        embedding (str, optional): Where the similarity is taken. ``"layer"``: on the layer's
+                    pooled activations (exact decompositions). ``"output"``: on the model's
+                    output, after a projection head; the output-space coefficients are mapped
+                    back to the layer's channels through the head alone (one backward through
+                    the layers after ``layer``, never through the backbone). Exact for linear
+                    heads, first-order for non-linear ones. Default: ``"layer"``
 
     Examples::
 
@@ -97,6 +114,8 @@ class FeatureActivationMap(LayerAttribution):
         similarity: str | Similarity | SimilarityFn = "cosine",
         weighting: str = "contribution",
         device_ids: list[int] | None = None,
+        token_layout: str | TokenLayout | None = None,
+        embedding: str = "layer",
     ) -> None:
         if not isinstance(layer, Module):
             raise TypeError(
@@ -107,6 +126,17 @@ class FeatureActivationMap(LayerAttribution):
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         self.similarity = resolve_similarity(similarity)
         self.weighting = check_choice(weighting, WEIGHTINGS, "weighting")
+        self.embedding = check_choice(embedding, EMBEDDINGS, "embedding")
+        self.token_layout = resolve_token_layout(token_layout)
+        patch_size = getattr(forward_func, "patch_size", None)
+        if (
+            self.token_layout is not None
+            and self.token_layout.patch_size is None
+            and self.token_layout.grid is None
+            and isinstance(patch_size, int)
+        ):
+            self.token_layout = replace(self.token_layout, patch_size=patch_size)
+        self._told_prefix = False
 
     @log_usage(part_of_slo=True)
     def attribute(
@@ -118,6 +148,8 @@ class FeatureActivationMap(LayerAttribution):
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
         normalize_weights: bool = True,
+        foil: TensorOrTuple | None = None,
+        foil_embeddings: Tensor | None = None,
     ) -> Tensor:
         r"""
         Args:
@@ -130,8 +162,9 @@ class FeatureActivationMap(LayerAttribution):
                         NoiseTunnel and Captum's metrics expand inputs). They run through the
                         same network and layer, in a forward pass of their own.
             reference_embeddings (Tensor, optional): Instead of ``reference``, embeddings
-                        ``(M, C)`` or ``(C,)`` in the layer's pooled space: class prototypes,
-                        cached gallery vectors (:meth:`embed`). Same M rule.
+                        ``(M, D)`` or ``(D,)`` in the space of :meth:`embed` (the layer's
+                        pooled channels; the model's output with ``embedding="output"``):
+                        class prototypes, cached gallery vectors. Same M rule.
                         Give exactly one of ``reference`` and ``reference_embeddings``.
             additional_forward_args (Any, optional): Further arguments of ``forward_func``
                         after the inputs, as in Captum. Tensors whose first dimension is N
@@ -144,6 +177,12 @@ class FeatureActivationMap(LayerAttribution):
             normalize_weights (bool, optional): Divide the channel weights of each example
                         by their absolute sum, making maps comparable across pairs.
                         Default: True
+            foil (Tensor or tuple[Tensor, ...], optional): A contrastive map, "why the
+                        reference rather than the foil": foil images (same M rule), whose
+                        channel weights are subtracted from the reference's, so that what the
+                        two share cancels. Default: None
+            foil_embeddings (Tensor, optional): The foil as embeddings. At most one of
+                        ``foil`` and ``foil_embeddings``. Default: None
 
         Returns:
             *Tensor* of **attributions**:
@@ -159,21 +198,66 @@ class FeatureActivationMap(LayerAttribution):
             >>> maps = fam.attribute(queries, reference=reference)
             >>> # cached prototypes, one per query
             >>> maps = fam.attribute(queries, reference_embeddings=prototypes[labels])
+            >>> # why a cat rather than a dog
+            >>> maps = fam.attribute(queries, reference_embeddings=prototypes[cat],
+            ...                      foil_embeddings=prototypes[dog])
             >>> # smoothed, as any Captum method
             >>> maps = NoiseTunnel(fam).attribute(
             ...     queries, nt_type="smoothgrad", nt_samples=8, stdevs=0.1,
             ...     reference_embeddings=prototypes[labels])
         """
+        if foil is not None and foil_embeddings is not None:
+            raise ValueError("give at most one of foil or foil_embeddings; got both")
         with torch.no_grad():
-            activations, query, reference_rows = self._pair(
-                inputs, reference, reference_embeddings, additional_forward_args,
-                attribute_to_layer_input,
-            )  # fmt: skip
-            weights = self.similarity.weights(query, reference_rows, self.weighting)
-            maps = combine_activation_maps(
-                activations, weights, relu_attributions, normalize_weights
+            batch = format_batch(inputs, "inputs")
+            n = batch[0].shape[0]
+            plan = self._plan_references(n, batch, reference, reference_embeddings, "reference")
+            foil_plan = (
+                None
+                if foil is None and foil_embeddings is None
+                else self._plan_references(n, batch, foil, foil_embeddings, "foil")
             )
-        return maps.to(_first(inputs).device)
+            queries = self._queries(batch, additional_forward_args, attribute_to_layer_input)
+            rows = self._reference_rows(
+                plan, queries, additional_forward_args, attribute_to_layer_input
+            )
+            foil_rows = (
+                None
+                if foil_plan is None
+                else self._reference_rows(
+                    foil_plan, queries, additional_forward_args, attribute_to_layer_input
+                )
+            )
+            maps = self._maps(queries, rows, foil_rows, relu_attributions, normalize_weights)
+        return maps.to(batch[0].device)
+
+    def _maps(
+        self,
+        queries: _Queries,
+        rows: Tensor,
+        foil_rows: Tensor | None = None,
+        relu_attributions: bool = True,
+        normalize_weights: bool = True,
+    ) -> Tensor:
+        """(N, 1, H, W) maps of prepared queries against reference rows (minus foil rows)."""
+        coefficients = queries.coefficients(self.similarity, rows)
+        if foil_rows is not None:
+            coefficients = coefficients - queries.coefficients(self.similarity, foil_rows)
+        return self._maps_from_coefficients(
+            queries, coefficients, relu_attributions, normalize_weights
+        )
+
+    def _maps_from_coefficients(
+        self,
+        queries: _Queries,
+        coefficients: Tensor,
+        relu_attributions: bool = True,
+        normalize_weights: bool = True,
+    ) -> Tensor:
+        weights = queries.weights(coefficients, self.weighting)
+        return combine_activation_maps(
+            queries.activations, weights, relu_attributions, normalize_weights
+        )
 
     def similarity_scores(
         self,
@@ -198,11 +282,14 @@ class FeatureActivationMap(LayerAttribution):
 
             >>> scores = fam.similarity_scores(queries, reference=references)
         """
-        _, query, reference_rows = self._pair(
-            inputs, reference, reference_embeddings, additional_forward_args,
-            attribute_to_layer_input, grad_enabled=torch.is_grad_enabled(),
-        )  # fmt: skip
-        return self.similarity.score(query, reference_rows).to(_first(inputs).device)
+        batch = format_batch(inputs, "inputs")
+        n = batch[0].shape[0]
+        plan = self._plan_references(n, batch, reference, reference_embeddings, "reference")
+        query = self._embed(
+            batch, additional_forward_args, attribute_to_layer_input, torch.is_grad_enabled()
+        )
+        rows = self._reference_rows(plan, query, additional_forward_args, attribute_to_layer_input)
+        return self.similarity.score(query, rows).to(batch[0].device)
 
     @torch.no_grad()
     def embed(
@@ -211,10 +298,11 @@ class FeatureActivationMap(LayerAttribution):
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
     ) -> Tensor:
-        r"""Pooled layer embeddings ``(N, C)``: what references are compared in.
+        r"""Embeddings ``(N, D)`` in the space references are compared in.
 
-        Cache them for a gallery or average them into class prototypes, then pass them as
-        ``reference_embeddings``.
+        The layer's pooled channels (``embedding="layer"``, D = C) or the model's output
+        (``embedding="output"``). Cache them for a gallery or average them into class
+        prototypes, then pass them as ``reference_embeddings``.
 
         Examples::
 
@@ -222,55 +310,147 @@ class FeatureActivationMap(LayerAttribution):
             ...                           for c in classes])
         """
         batch = format_batch(inputs, "inputs")
-        activations = self._activations(batch, additional_forward_args, attribute_to_layer_input)
-        return activations.mean(dim=(2, 3)).to(batch[0].device)
+        embeddings = self._embed(batch, additional_forward_args, attribute_to_layer_input)
+        return embeddings.to(batch[0].device)
 
-    def _pair(
+    def _plan_references(
         self,
-        inputs: TensorOrTuple,
-        reference: TensorOrTuple | None,
-        reference_embeddings: Tensor | None,
+        n: int,
+        batch: tuple[Tensor, ...],
+        images: TensorOrTuple | None,
+        embeddings: Tensor | None,
+        role: str,
+    ) -> tuple[str, Any]:
+        """Check a reference (or foil) argument pair before any forward runs."""
+        one_of(images, embeddings, (role, f"{role}_embeddings"))
+        if images is not None:
+            references = format_batch(images, role)
+            if len(references) != len(batch):
+                raise ValueError(
+                    f"{role} must be structured like inputs: {len(batch)} tensor(s); "
+                    f"got {len(references)}"
+                )
+            check_pairing(n, references[0].shape[0], role)
+            return "images", references
+        rows = format_embeddings(embeddings, f"{role}_embeddings")
+        check_pairing(n, rows.shape[0], f"{role}_embeddings")
+        return "embeddings", rows
+
+    def _reference_rows(
+        self,
+        plan: tuple[str, Any],
+        queries: _Queries | Tensor,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+    ) -> Tensor:
+        """The reference of each query, (N, D), validated against the query embeddings."""
+        query = queries.embeddings if isinstance(queries, _Queries) else queries
+        n = query.shape[0]
+        kind, value = plan
+        if kind == "images":
+            m = value[0].shape[0]
+            reference_args = _reference_forward_args(additional_forward_args, n, m)
+            embeddings = self._embed(value, reference_args, attribute_to_layer_input)
+        else:
+            embeddings = value
+            if embeddings.shape[1] != query.shape[1]:
+                space = "model output" if self.embedding == "output" else "layer"
+                raise ValueError(
+                    f"reference_embeddings have {embeddings.shape[1]} channels but the {space} "
+                    f"has {query.shape[1]}: embeddings must live in the space of fam.embed"
+                )
+        rows = _pair_rows(embeddings.to(device=query.device, dtype=query.dtype), n)
+        self.similarity.validate(query, rows)
+        return rows
+
+    def _embed(
+        self,
+        inputs: tuple[Tensor, ...],
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
         grad_enabled: bool = False,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Query activations (N, C, H, W), query embeddings and paired references (N, C)."""
-        one_of(reference, reference_embeddings, ("reference", "reference_embeddings"))
-        batch = format_batch(inputs, "inputs")
-        n = batch[0].shape[0]
-        if reference is not None:
-            references = format_batch(reference, "reference")
-            if len(references) != len(batch):
-                raise ValueError(
-                    f"reference must be structured like inputs: {len(batch)} tensor(s); "
-                    f"got {len(references)}"
-                )
-            m = references[0].shape[0]
-            check_pairing(n, m, "reference")
-        else:
-            embeddings = format_embeddings(reference_embeddings, "reference_embeddings")
-            m = embeddings.shape[0]
-            check_pairing(n, m, "reference_embeddings")
-
+    ) -> Tensor:
+        if self.embedding == "output":
+            with torch.set_grad_enabled(grad_enabled):
+                output = _run_forward(self.forward_func, inputs, None, additional_forward_args)
+            return _check_output(output, inputs[0].shape[0])
         activations = self._activations(
-            batch, additional_forward_args, attribute_to_layer_input, grad_enabled
+            inputs, additional_forward_args, attribute_to_layer_input, grad_enabled
         )
-        if reference is not None:
-            reference_args = _reference_forward_args(additional_forward_args, n, m)
-            embeddings = self._activations(
-                references, reference_args, attribute_to_layer_input
-            ).mean(dim=(2, 3))
-        elif embeddings.shape[1] != activations.shape[1]:
-            raise ValueError(
-                f"reference_embeddings have {embeddings.shape[1]} channels but the layer has "
-                f"{activations.shape[1]}: embeddings must live in the layer's pooled space "
-                "(compute them with fam.embed)"
+        return activations.mean(dim=(2, 3))
+
+    def _queries(
+        self,
+        inputs: tuple[Tensor, ...],
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+    ) -> _Queries:
+        """The query side of FAM: activations, embeddings and the way back to the channels."""
+        if self.embedding == "layer":
+            activations = self._activations(
+                inputs, additional_forward_args, attribute_to_layer_input
             )
-        query = activations.mean(dim=(2, 3))
-        embeddings = embeddings.to(device=query.device, dtype=query.dtype)
-        reference_rows = _pair_rows(embeddings, n)
-        self.similarity.validate(query, reference_rows)
-        return activations, query, reference_rows
+            pooled = activations.mean(dim=(2, 3))
+            return _Queries(activations, pooled, pooled, None)
+        return self._queries_through_head(inputs, additional_forward_args, attribute_to_layer_input)
+
+    def _queries_through_head(
+        self,
+        inputs: tuple[Tensor, ...],
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+    ) -> _Queries:
+        """One forward that records the head (the model after the layer) for a backward."""
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "embedding='output' maps weights back through the head with a backward pass, "
+                "which torch.inference_mode forbids: call it under torch.no_grad instead"
+            )
+        captured: dict[str, Tensor] = {}
+
+        def restart_graph(value: Any) -> Tensor:
+            tensors = value if isinstance(value, (tuple, list)) else (value,)
+            leaf = self._single(tensors, attribute_to_layer_input).detach().requires_grad_(True)
+            captured["leaf"] = leaf
+            # From here on the forward is the head: record it (the backbone ran without a graph).
+            torch.set_grad_enabled(True)
+            return leaf.clone()  # a non-leaf, so that in-place ops downstream stay legal
+
+        if attribute_to_layer_input:
+            handle = self.layer.register_forward_pre_hook(
+                lambda module, args: (restart_graph(args), *args[1:])
+            )
+        else:
+            handle = self.layer.register_forward_hook(
+                lambda module, args, output: restart_graph(output)
+            )
+        try:
+            with torch.no_grad():  # restores the caller's grad mode on exit
+                output = _run_forward(self.forward_func, inputs, None, additional_forward_args)
+        finally:
+            handle.remove()
+        if "leaf" not in captured:
+            raise ValueError(self._did_not_run())
+        n = inputs[0].shape[0]
+        output = _check_output(output, n)
+        leaf = captured["leaf"]
+        if not output.requires_grad:
+            raise ValueError(
+                "embedding='output': the model's output does not depend on the layer's "
+                f"{'input' if attribute_to_layer_input else 'output'}; choose a layer on the "
+                "path to the output"
+            )
+        activations, _ = self._as_grid(leaf.detach(), inputs, attribute_to_layer_input)
+
+        def pull_back(output_coefficients: Tensor) -> Tensor:
+            (gradient,) = torch.autograd.grad(
+                output, leaf, output_coefficients.to(output.dtype), retain_graph=True
+            )
+            grid, _ = self._as_grid(gradient, inputs, attribute_to_layer_input, quiet=True)
+            # For o = head(mean A): the spatial sum of do/dA is do/de, the head's Jacobian.
+            return grid.sum(dim=(2, 3))
+
+        return _Queries(activations, activations.mean(dim=(2, 3)), output.detach(), pull_back)
 
     def _activations(
         self,
@@ -294,35 +474,87 @@ class FeatureActivationMap(LayerAttribution):
             # Captum's capture helper reports these two conditions as AssertionErrors.
             message = str(error)
             if message.startswith("Forward hook did not obtain"):
-                raise ValueError(
-                    f"layer {type(self.layer).__name__} did not run during forward_func: pass a "
-                    "module that the model calls (e.g. model.layer4, not a detached copy)"
-                ) from None
+                raise ValueError(self._did_not_run()) from None
             if message.startswith("Layer tensors are saved on multiple devices"):
                 raise ValueError(
                     "the layer ran on several devices: pass device_ids (the DataParallel "
                     "device list) or the DataParallel model itself as forward_func"
                 ) from None
             raise
-        where = "input" if attribute_to_layer_input else "output"
-        if len(captured) != 1:
-            raise ValueError(
-                f"the layer's {where} is a tuple of {len(captured)} tensors; FAM needs one "
-                "(N, C, H, W) activation map: choose a layer with a single tensor " + where
-            )
-        activations = captured[0]
-        n = inputs[0].shape[0]
-        if activations.dim() != 4 or activations.shape[0] != n:
-            raise ValueError(
-                f"the layer's {where} has shape {tuple(activations.shape)}; FAM needs "
-                f"(N={n}, C, H, W) activation maps: choose a convolutional layer"
-            )
+        activations = self._single(captured, attribute_to_layer_input)
+        activations, _ = self._as_grid(activations, inputs, attribute_to_layer_input)
         if not bool(torch.isfinite(activations).all()):
             raise ValueError(
-                f"the layer's {where} contains NaN or Inf for these inputs; check the model "
-                "and its preprocessing"
+                f"the layer's {_where(attribute_to_layer_input)} contains NaN or Inf for these "
+                "inputs; check the model and its preprocessing"
             )
-        return activations.to(torch.promote_types(activations.dtype, torch.float32))
+        return activations
+
+    def _single(self, tensors: Any, attribute_to_layer_input: bool) -> Tensor:
+        if len(tensors) != 1 or not isinstance(tensors[0], Tensor):
+            where = _where(attribute_to_layer_input)
+            raise ValueError(
+                f"the layer's {where} is a tuple of {len(tensors)} values; FAM needs one "
+                "(N, C, H, W) activation map: choose a layer with a single tensor " + where
+            )
+        return tensors[0]
+
+    def _as_grid(
+        self,
+        activations: Tensor,
+        inputs: tuple[Tensor, ...],
+        attribute_to_layer_input: bool,
+        quiet: bool = False,
+    ) -> tuple[Tensor, int]:
+        """(N, C, H, W) in float32 or wider, reading tokens through the token layout."""
+        n = inputs[0].shape[0]
+        prefix = 0
+        if self.token_layout is not None and activations.shape[:1] == (n,):
+            activations, prefix = self.token_layout.to_grid(
+                activations, tuple(inputs[0].shape[-2:])
+            )
+            if prefix and not quiet and not self._told_prefix:
+                self._told_prefix = True
+                warnings.warn(
+                    f"token layout: dropped {prefix} prefix token(s) (class/register tokens) "
+                    f"and read the rest as a {tuple(activations.shape[-2:])} grid",
+                    stacklevel=4,
+                )
+        if activations.dim() != 4 or activations.shape[0] != n:
+            hint = (
+                "declare token_layout='auto' for transformer tokens (N, T, C)"
+                if activations.dim() == 3
+                else "choose a convolutional layer"
+            )
+            raise ValueError(
+                f"the layer's {_where(attribute_to_layer_input)} has shape "
+                f"{tuple(activations.shape)}; FAM needs (N={n}, C, H, W) activation maps: {hint}"
+            )
+        return activations.to(torch.promote_types(activations.dtype, torch.float32)), prefix
+
+    def _did_not_run(self) -> str:
+        return (
+            f"layer {type(self.layer).__name__} did not run during forward_func: pass a "
+            "module that the model calls (e.g. model.layer4, not a detached copy)"
+        )
+
+
+@dataclass
+class _Queries:
+    """The query side of FAM, computed once and shared by any number of references."""
+
+    activations: Tensor  # (N, C, H, W)
+    pooled: Tensor  # (N, C): the layer's embedding
+    embeddings: Tensor  # (N, D): what references are compared with
+    pull_back: Callable[[Tensor], Tensor] | None  # output-space coefficients -> channels
+
+    def coefficients(self, similarity: Similarity, rows: Tensor) -> Tensor:
+        """Channel coefficients (N, C) of the similarity to reference rows (N, D)."""
+        coefficients = similarity.coefficients(self.embeddings, rows)
+        return coefficients if self.pull_back is None else self.pull_back(coefficients)
+
+    def weights(self, coefficients: Tensor, weighting: str) -> Tensor:
+        return coefficients if weighting == "reference" else self.pooled * coefficients
 
 
 FAM = FeatureActivationMap
@@ -368,5 +600,16 @@ def _pair_rows(embeddings: Tensor, n: int) -> Tensor:
     return embeddings.repeat_interleave(n // m, dim=0)
 
 
-def _first(inputs: TensorOrTuple) -> Tensor:
-    return inputs if isinstance(inputs, Tensor) else inputs[0]
+def _check_output(output: Any, n: int) -> Tensor:
+    if not isinstance(output, Tensor) or output.dim() != 2 or output.shape[0] != n:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ValueError(
+            f"embedding='output' needs the model to return (N={n}, D) embeddings; got {shape}"
+        )
+    if not bool(torch.isfinite(output).all()):
+        raise ValueError("the model's output contains NaN or Inf for these inputs")
+    return output.to(torch.promote_types(output.dtype, torch.float32))
+
+
+def _where(attribute_to_layer_input: bool) -> str:
+    return "input" if attribute_to_layer_input else "output"

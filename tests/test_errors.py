@@ -139,7 +139,7 @@ def test_layer_output_must_be_one_spatial_map():
     model = FlatEmbedder().eval()
     with pytest.raises(ValueError, match=r"needs \(N=4, C, H, W\) activation maps"):
         FeatureActivationMap(model, model.head).attribute(IMAGES, **GOOD)
-    with pytest.raises(ValueError, match="a tuple of 2 tensors"):
+    with pytest.raises(ValueError, match="a tuple of 2 values"):
         FeatureActivationMap(model, model.split).attribute(IMAGES, **GOOD)
 
 
