@@ -434,18 +434,24 @@ class FeatureActivationMap(LayerAttribution):
         n = inputs[0].shape[0]
         output = _check_output(output, n)
         leaf = captured["leaf"]
-        if not output.requires_grad:
-            raise ValueError(
-                "embedding='output': the model's output does not depend on the layer's "
-                f"{'input' if attribute_to_layer_input else 'output'}; choose a layer on the "
-                "path to the output"
-            )
         activations, _ = self._as_grid(leaf.detach(), inputs, attribute_to_layer_input)
+        unrelated = ValueError(
+            "embedding='output': the model's output does not depend on the layer's "
+            f"{_where(attribute_to_layer_input)}; choose a layer on the path to the output"
+        )
+        if not output.requires_grad:
+            raise unrelated
 
         def pull_back(output_coefficients: Tensor) -> Tensor:
             (gradient,) = torch.autograd.grad(
-                output, leaf, output_coefficients.to(output.dtype), retain_graph=True
+                output,
+                leaf,
+                output_coefficients.to(output.dtype),
+                retain_graph=True,
+                allow_unused=True,
             )
+            if gradient is None:
+                raise unrelated
             grid, _ = self._as_grid(gradient, inputs, attribute_to_layer_input, quiet=True)
             # For o = head(mean A): the spatial sum of do/dA is do/de, the head's Jacobian.
             return grid.sum(dim=(2, 3))
