@@ -401,9 +401,10 @@ def retrieve(
 ) -> Retrieval:
     r"""Rank a gallery of image files against a query and explain the top-k with FAM.
 
-    The gallery is embedded once, in batches (:meth:`FeatureActivationMap.embed`, a progress
-    bar on stderr); the top-k items by ``fam.similarity`` are then explained by one
-    :meth:`~FeatureActivationMap.attribute` call against their cached embeddings.
+    The gallery is read and embedded once, in batches (:meth:`FeatureActivationMap.embed`,
+    a progress bar on stderr); ranking and maps come from
+    :func:`captum_fam.tasks.explain_retrieval` on those cached embeddings, i.e. the query
+    explained against each of the top-k items.
 
     Args:
         fam (FeatureActivationMap): The explainer (model, layer, similarity, weighting).
@@ -417,6 +418,8 @@ def retrieve(
         Retrieval
     """
     from tqdm.auto import tqdm
+
+    from captum_fam.tasks import explain_retrieval
 
     rows: list[Tensor] = []
     kept: list[Path] = []
@@ -438,19 +441,19 @@ def retrieve(
     if not kept:
         raise CLIError(f"none of the {len(gallery)} gallery files could be read as an image")
     embeddings = torch.cat(rows)
-    query_embedding = fam.embed(query).expand(len(kept), -1)
-    fam.similarity.validate(query_embedding, embeddings)
-    scores = fam.similarity.score(query_embedding, embeddings)
-    top = scores.topk(min(top_k, len(kept)))
-    gallery_rows = embeddings[top.indices]
-    maps = fam.attribute(
-        query.expand(len(gallery_rows), *query.shape[1:]), reference_embeddings=gallery_rows
+    found = explain_retrieval(
+        fam,
+        query,
+        gallery_embeddings=embeddings,
+        k=min(top_k, len(kept)),
+        batch_size=batch_size,
     )
+    indices = found.indices[0]
     return Retrieval(
-        paths=[kept[i] for i in top.indices.tolist()],
-        scores=top.values,
-        maps=maps,
-        embeddings=gallery_rows,
+        paths=[kept[i] for i in indices.tolist()],
+        scores=found.scores[0],
+        maps=found.maps[0].unsqueeze(1),
+        embeddings=embeddings[indices],
         gallery_size=len(kept),
         skipped=skipped,
     )

@@ -148,6 +148,18 @@ def test_gallery_top_k(images: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert scores[0] >= scores[1]
     assert (tmp_path / "top.png").stat().st_size > 0
 
+    # The retrieved items and their maps are those of the library on the same images.
+    loaded = load_model("shapes")
+    fam = FeatureActivationMap(loaded.model, loaded.layer)
+    query = loaded.preprocess.load([images / "query.png"]).expand(2, -1, -1, -1)
+    items = loaded.preprocess.load([images / "gallery" / name for name in names])
+    torch.testing.assert_close(
+        torch.from_numpy(scores), fam.similarity_scores(query, reference=items)
+    )
+    every = loaded.preprocess.load(sorted((images / "gallery").rglob("item*.png")))
+    best = fam.similarity_scores(query[:1].expand(4, -1, -1, -1), reference=every).max()
+    torch.testing.assert_close(torch.tensor(scores[0]), best)
+
 
 def test_torchvision_resnet18_default_layer(
     images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
