@@ -574,6 +574,7 @@ _COMMON_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", 
 def _demo(args: argparse.Namespace) -> int:
     from captum.attr import IntegratedGradients
 
+    from captum_fam.metrics import similarity_forward
     from captum_fam.zoo import SHAPE_CLASSES, make_shapes
 
     out = _figure_path(args.out)
@@ -596,28 +597,22 @@ def _demo(args: argparse.Namespace) -> int:
     query_rows = query.expand(len(references), -1, -1, -1)
     reference_embeddings = fam.embed(references)
     maps = fam.attribute(query_rows, reference_embeddings=reference_embeddings)
-    scores = fam.similarity_scores(query_rows, reference_embeddings=reference_embeddings)
+    with torch.no_grad():
+        scores = fam.similarity_scores(query_rows, reference_embeddings=reference_embeddings)
 
-    # Integrated Gradients of the same score: the model's embedding against the reference's.
-    similarity = fam.similarity
+    # Integrated Gradients of the very same score (layer embedding against the reference's),
+    # from a black image: the gradient-based view to compare with.
+    ig = IntegratedGradients(similarity_forward(fam))
+    integrated = ig.attribute(
+        query_rows.clone(),
+        baselines=torch.zeros_like(query_rows),
+        additional_forward_args=(reference_embeddings,),
+        n_steps=32,
+        internal_batch_size=64,
+    )
+    integrated = integrated.detach().sum(dim=1, keepdim=True)
 
-    def score_against(reference_embedding: Tensor) -> Callable[[Tensor], Tensor]:
-        def forward(images: Tensor) -> Tensor:
-            embedding = model(images)
-            return similarity.score(embedding, reference_embedding.expand_as(embedding))
-
-        return forward
-
-    gradients = []
-    for embedding in model(references).detach():
-        ig = IntegratedGradients(score_against(embedding))
-        attribution = ig.attribute(
-            query, baselines=torch.zeros_like(query), n_steps=32, internal_batch_size=32
-        )
-        gradients.append(attribution.detach().sum(dim=1, keepdim=True))
-    integrated = torch.cat(gradients)
-
-    size = tuple(query.shape[-2:])
+    size = (int(query.shape[-2]), int(query.shape[-1]))
     fam_mass = [_mask_mass(attribution_to_numpy(m, size), masks) for m in maps]
     ig_mass = [_mask_mass(attribution_to_numpy(m), masks) for m in integrated]
 
@@ -638,7 +633,8 @@ def _demo(args: argparse.Namespace) -> int:
     _save_figure(figure, out)
 
     print(
-        f"FAM demo: query with a {names[0]} and a {names[1]} (seed {args.seed}), shapes model, "
+        f"FAM demo: query with {_article(names[0])} and {_article(names[1])} (seed {args.seed}), "
+        "shapes model, "
         f"layer {loaded.layer_name}, {args.similarity} similarity, {args.weighting} weights"
     )
     width = max(len(n) for n in names)
@@ -655,6 +651,12 @@ def _demo(args: argparse.Namespace) -> int:
         )
     print(f"figure: {out}")
     return 0
+
+
+def _article(noun: str) -> str:
+    # "an L", "an hourglass": by sound, not spelling.
+    vowel_sound = noun[0].lower() in "aeiou" or noun in ("L", "hourglass")
+    return f"an {noun}" if vowel_sound else f"a {noun}"
 
 
 def _mask_mass(heat: np.ndarray, masks: Tensor) -> list[float]:
@@ -784,7 +786,8 @@ def _save_maps(path: Path, format: str | None, record: dict[str, Any]) -> None:
             }
             # Strings stay unicode arrays, so np.load needs no allow_pickle.
             with open(path, "wb") as handle:
-                np.savez(handle, **arrays)
+                # numpy's stub types **kwds like its allow_pickle keyword.
+                np.savez(handle, **arrays)  # type: ignore[arg-type]
     except OSError as error:
         raise CLIError(f"cannot write {path}: {error.strerror or error}") from None
 
