@@ -1,0 +1,73 @@
+"""Evaluation of similarity explanations, for FAM and any other map method.
+
+- Captum glue (:mod:`captum.metrics` on similarity scores): :func:`similarity_forward`,
+  :func:`to_input_shape`, :func:`gaussian_perturbation`, :func:`infidelity`,
+  :func:`sensitivity_max`, :func:`as_tuple_explanation`.
+- Faithfulness to a score ``score_fn(images) -> (N,)``: :func:`deletion`, :func:`insertion`
+  (curves and areas), :func:`average_drop`, :func:`increase_in_confidence`.
+- Localisation against masks: :func:`pointing_game`, :func:`energy_pointing_game`,
+  :func:`reference_specificity` (does the map follow the reference on two-object images).
+- Sanity: :func:`randomization_check` (cascading parameter randomisation), with
+  :func:`spearman` and :func:`ssim`.
+- :class:`SimilarityHead`: a similarity model as an ``(N, K)`` classifier over K references,
+  so that classifier-oriented libraries (Quantus) evaluate it.
+
+Maps may be ``(N, 1, h, w)`` layer maps (upsampled bilinearly with
+``LayerAttribution.interpolate``), ``(N, h, w)``, or ``(N, C, H, W)`` input attributions
+(summed over channels). All functions work on torch tensors, batched, and return per-example
+results (means give the usual single figures).
+"""
+
+from captum_fam.metrics._captum import (
+    as_tuple_explanation,
+    gaussian_perturbation,
+    infidelity,
+    sensitivity_max,
+    similarity_forward,
+    to_input_shape,
+)
+from captum_fam.metrics._faithfulness import (
+    PerturbationCurves,
+    average_drop,
+    blur,
+    deletion,
+    increase_in_confidence,
+    insertion,
+)
+from captum_fam.metrics._head import SimilarityHead
+from captum_fam.metrics._localisation import (
+    dilate,
+    energy_pointing_game,
+    pointing_game,
+    reference_specificity,
+)
+from captum_fam.metrics._randomization import (
+    RandomizationResult,
+    randomization_check,
+    spearman,
+    ssim,
+)
+
+__all__ = [
+    "PerturbationCurves",
+    "RandomizationResult",
+    "SimilarityHead",
+    "as_tuple_explanation",
+    "average_drop",
+    "blur",
+    "deletion",
+    "dilate",
+    "energy_pointing_game",
+    "gaussian_perturbation",
+    "increase_in_confidence",
+    "infidelity",
+    "insertion",
+    "pointing_game",
+    "randomization_check",
+    "reference_specificity",
+    "sensitivity_max",
+    "similarity_forward",
+    "spearman",
+    "ssim",
+    "to_input_shape",
+]
