@@ -516,9 +516,8 @@ class FeatureActivationMap(LayerAttribution):
         n = inputs[0].shape[0]
         prefix = 0
         if self.token_layout is not None and activations.shape[:1] == (n,):
-            activations, prefix = self.token_layout.to_grid(
-                activations, tuple(inputs[0].shape[-2:])
-            )
+            height, width = inputs[0].shape[-2:]
+            activations, prefix = self.token_layout.to_grid(activations, (height, width))
             if prefix and not quiet and not self._told_prefix:
                 self._told_prefix = True
                 warnings.warn(

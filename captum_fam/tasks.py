@@ -9,6 +9,7 @@ activations and the reference's embedding. Each map equals the corresponding
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -104,7 +105,10 @@ def explain_pair(
         foil_rows = fam._reference_rows(foil_plan, queries_a, None, False)
     embeddings_a, embeddings_b = queries_a.embeddings, queries_b.embeddings
     fam.similarity.validate(embeddings_a, embeddings_b)
-    kwargs = {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights}
+    kwargs: dict[str, Any] = {
+        "relu_attributions": relu_attributions,
+        "normalize_weights": normalize_weights,
+    }
     maps_a = fam._maps(queries_a, embeddings_b, foil_rows, **kwargs)
     maps_b = fam._maps(queries_b, embeddings_a, foil_rows, **kwargs)
     device = side_a[0].device
@@ -281,7 +285,10 @@ def explain_retrieval(
         dim=1,
     )
     top_scores, indices = scores.topk(k, dim=1)
-    kwargs = {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights}
+    kwargs: dict[str, Any] = {
+        "relu_attributions": relu_attributions,
+        "normalize_weights": normalize_weights,
+    }
     maps = torch.cat([fam._maps(state, embeddings[indices[:, j]], **kwargs) for j in range(k)], 1)
 
     gallery_maps = None
