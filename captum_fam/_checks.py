@@ -14,6 +14,16 @@ from torch import Tensor
 TensorOrTuple = Tensor | tuple[Tensor, ...]
 
 
+def all_finite(tensor: Tensor) -> bool:
+    """Whether a tensor holds no NaN or Inf.
+
+    One reduction first: any NaN or Inf makes the sum non-finite, and the sum costs a quarter of
+    an elementwise ``isfinite``. Only when the sum is not finite (maybe a mere overflow) does the
+    exact elementwise check run.
+    """
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def format_batch(value: Any, name: str) -> tuple[Tensor, ...]:
     """A Tensor or a tuple of Tensors of floating dtype, finite, sharing the first dimension."""
     if isinstance(value, Tensor):
@@ -32,7 +42,7 @@ def format_batch(value: Any, name: str) -> tuple[Tensor, ...]:
             raise TypeError(
                 f"{label} must be a floating point tensor (images as float); got {tensor.dtype}"
             )
-        if not bool(torch.isfinite(tensor).all()):
+        if not all_finite(tensor):
             raise ValueError(f"{label} contains NaN or Inf values")
     sizes = {tensor.shape[0] for tensor in tensors}
     if len(sizes) != 1:
@@ -53,7 +63,7 @@ def format_embeddings(value: Any, name: str) -> Tensor:
         raise ValueError(f"{name} must have shape (M, C) or (C,); got {tuple(value.shape)}")
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor; got {value.dtype}")
-    if not bool(torch.isfinite(value).all()):
+    if not all_finite(value):
         raise ValueError(f"{name} contains NaN or Inf values")
     return value
 

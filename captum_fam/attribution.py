@@ -27,6 +27,7 @@ from torch.nn import Module
 
 from captum_fam._checks import (
     TensorOrTuple,
+    all_finite,
     check_choice,
     check_pairing,
     format_batch,
@@ -489,7 +490,7 @@ class FeatureActivationMap(LayerAttribution):
             raise
         activations = self._single(captured, attribute_to_layer_input)
         activations, _ = self._as_grid(activations, inputs, attribute_to_layer_input)
-        if not bool(torch.isfinite(activations).all()):
+        if not all_finite(activations):
             raise ValueError(
                 f"the layer's {_where(attribute_to_layer_input)} contains NaN or Inf for these "
                 "inputs; check the model and its preprocessing"
@@ -611,7 +612,7 @@ def _check_output(output: Any, n: int) -> Tensor:
         raise ValueError(
             f"embedding='output' needs the model to return (N={n}, D) embeddings; got {shape}"
         )
-    if not bool(torch.isfinite(output).all()):
+    if not all_finite(output):
         raise ValueError("the model's output contains NaN or Inf for these inputs")
     return output.to(torch.promote_types(output.dtype, torch.float32))
 

@@ -181,3 +181,12 @@ def test_malformed_batches_are_reported_by_fam_itself():
         for kwargs in ({"reference": IMAGES}, GOOD, {"reference_embeddings": torch.rand(2, 6)}):
             with pytest.raises(error):
                 fam.attribute(inputs, **kwargs)
+
+
+def test_finite_check_tells_overflow_from_nan():
+    from captum_fam._checks import all_finite
+
+    large = torch.full((4, 8), 6e4, dtype=torch.float16)  # finite, but its sum overflows
+    assert all_finite(large)
+    assert not all_finite(large.index_fill(1, torch.tensor([3]), float("nan")))
+    assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
