@@ -173,25 +173,11 @@ def _imagenet_preprocess(image_size: int | None) -> Preprocess:
 
 
 def _load_shapes(layer: str | None, image_size: int | None) -> LoadedModel:
-    try:
-        from captum_fam.zoo import load_shapes_model
-    except ImportError:
-        from captum_fam.zoo.model import load_shapes_model
+    from captum_fam.zoo import load_shapes_model
+
     try:
         model, default_layer = load_shapes_model()
-    except FileNotFoundError:
-        # A source checkout before the weights are trained: keep the command usable.
-        from captum_fam.zoo.model import ShapesEmbeddingNet
-
-        warnings.warn(
-            "the shapes model's weights are not installed: using an untrained network",
-            stacklevel=2,
-        )
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = ShapesEmbeddingNet().eval()
-        default_layer = model.block4
-    except RuntimeError as error:
+    except (FileNotFoundError, RuntimeError) as error:
         raise CLIError(_one_line(error)) from None
     if layer is None:
         name = next(n for n, m in model.named_modules() if m is default_layer)

@@ -38,11 +38,6 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def error_lines(stderr: str) -> list[str]:
-    """stderr without the CLI's own warning lines (e.g. about missing shapes weights)."""
-    return [line for line in stderr.splitlines() if not line.startswith("captum-fam: warning:")]
-
-
 def save_png(image: torch.Tensor, path: Path) -> None:
     array = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(array).save(path)
@@ -201,7 +196,7 @@ def test_bad_input_exits_2_with_one_line(
     monkeypatch.chdir(images)
     assert main(["explain", *args, "--out", str(tmp_path / "out.png")]) == 2
     captured = capsys.readouterr()
-    lines = error_lines(captured.err)
+    lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), captured.err
     assert expected in lines[0]
     assert captured.out == ""
@@ -220,6 +215,6 @@ def test_bad_input_subprocess_has_no_traceback(images: Path, tmp_path: Path) -> 
         "explain", "query.png", "ref_a.png", "--layer", "nope", "--out", "o.png", cwd=images
     )
     assert result.returncode == 2
-    lines = error_lines(result.stderr)
+    lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(ERROR_PREFIX), result.stderr
     assert "Traceback" not in result.stderr
