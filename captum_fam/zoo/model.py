@@ -18,7 +18,7 @@ __all__ = [
 WEIGHTS_PATH = Path(__file__).with_name("shapes_cnn.pt")
 """Location of the shipped weights (a ``state_dict`` saved with ``torch.save``)."""
 
-WEIGHTS_SHA256 = "0" * 64
+WEIGHTS_SHA256 = "3a3788c4b4a6d941fecbe183d12e29e131998651695a8bdd81336927d12e1331"
 """SHA-256 of :data:`WEIGHTS_PATH`; :func:`load_shapes_model` refuses any other file."""
 
 # Images in [0, 1] are standardised inside the model, so users feed make_shapes output directly.

@@ -11,6 +11,7 @@ object. Data are drawn fresh each step, so no step sees the same image twice.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import time
 from pathlib import Path
@@ -166,9 +167,12 @@ def train(
 
 
 def save_weights(model: ShapesEmbeddingNet, path: str | Path) -> None:
-    """Saves ``model``'s ``state_dict`` as contiguous fp32 tensors (a reproducible file)."""
+    """Saves ``model``'s ``state_dict``; the bytes depend only on the weights, not on ``path``."""
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    torch.save(state, Path(path))
+    # torch.save names the archive after the file; a buffer keeps the bytes (and hash) fixed.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    Path(path).write_bytes(buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> None:
