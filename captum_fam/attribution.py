@@ -260,6 +260,7 @@ class FeatureActivationMap(LayerAttribution):
             queries.activations, weights, relu_attributions, normalize_weights
         )
 
+    @torch.no_grad()
     def similarity_scores(
         self,
         inputs: TensorOrTuple,
@@ -270,11 +271,9 @@ class FeatureActivationMap(LayerAttribution):
     ) -> Tensor:
         r"""The similarity scores that :meth:`attribute` explains, one per input.
 
-        Takes the arguments of :meth:`attribute` that define the pairs. With gradients
-        enabled the scores are differentiable in the inputs, so that gradient methods
-        (Integrated Gradients, Grad-CAM) can explain the very same score
-        (see :func:`captum_fam.metrics.similarity_forward`); under ``torch.no_grad`` no graph
-        is built.
+        Takes the arguments of :meth:`attribute` that define the pairs. No graph is built;
+        :func:`captum_fam.metrics.similarity_forward` gives the same scores as a
+        differentiable forward for gradient methods (Integrated Gradients, Grad-CAM).
 
         Returns:
             *Tensor* ``(N,)`` of scores on the inputs' device.
@@ -283,6 +282,20 @@ class FeatureActivationMap(LayerAttribution):
 
             >>> scores = fam.similarity_scores(queries, reference=references)
         """
+        return self._scores(
+            inputs, reference, reference_embeddings, additional_forward_args,
+            attribute_to_layer_input,
+        )  # fmt: skip
+
+    def _scores(
+        self,
+        inputs: TensorOrTuple,
+        reference: TensorOrTuple | None,
+        reference_embeddings: Tensor | None,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+    ) -> Tensor:
+        """Scores with a graph to the inputs when gradients are enabled."""
         batch = format_batch(inputs, "inputs")
         n = batch[0].shape[0]
         plan = self._plan_references(n, batch, reference, reference_embeddings, "reference")

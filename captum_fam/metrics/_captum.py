@@ -49,11 +49,8 @@ def similarity_forward(fam: FeatureActivationMap) -> Callable[..., Tensor]:
     """
 
     def forward(inputs: TensorOrTuple, reference_embeddings: Tensor, *args: Any) -> Tensor:
-        return fam.similarity_scores(
-            inputs,
-            reference_embeddings=reference_embeddings,
-            additional_forward_args=args if args else None,
-        )
+        # The differentiable path of fam.similarity_scores (which never builds a graph).
+        return fam._scores(inputs, None, reference_embeddings, args if args else None, False)
 
     return forward
 
