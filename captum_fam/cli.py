@@ -50,7 +50,7 @@ __all__ = ["CLIError", "LoadedModel", "Retrieval", "load_model", "main", "retrie
 
 PROG = "captum-fam"
 SIMILARITIES = ("cosine", "dot", "euclidean")
-WEIGHTINGS = ("contribution", "reference")
+WEIGHTINGS = ("reference", "contribution")
 MAP_FORMATS = {".pt": "torch", ".pth": "torch", ".npz": "numpy"}
 
 # Default layer to explain per model family: the last convolutional block, whose pooled output
@@ -830,9 +830,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--weighting",
             choices=WEIGHTINGS,
-            default="contribution",
-            help="FAM channel weights: each channel's term of the score (contribution) or the "
-            "score's coefficient of the channel (reference) (default: contribution)",
+            default="reference",
+            help="FAM channel weights: the score's coefficient of each channel (reference, an "
+            "exact decomposition of the score) or each channel's term of the score "
+            "(contribution, the paper's wording) (default: reference)",
         )
 
     demo = commands.add_parser(

@@ -66,7 +66,7 @@ def test_demo_writes_figure_and_prints_scores(tmp_path: Path) -> None:
     figure = tmp_path / "demo.png"
     assert figure.stat().st_size > 10_000
     assert figure.read_bytes()[:8] == PNG_SIGNATURE
-    references = [line for line in result.stdout.splitlines() if "reference" in line]
+    references = [line for line in result.stdout.splitlines() if line.startswith("  reference")]
     assert len(references) == 2
     assert all("cosine" in line and "FAM" in line and "IG" in line for line in references)
     assert f"figure: {figure}" in result.stdout
@@ -97,7 +97,7 @@ def test_explain_subprocess_saves_figure_and_torch_maps(images: Path, tmp_path: 
     assert (saved["layer"], saved["similarity"], saved["weighting"]) == (
         "block4",
         "cosine",
-        "contribution",
+        "reference",
     )
     for name, score in zip(saved["references"], saved["scores"].tolist(), strict=True):
         assert f"{name}  cosine {score:.4f}" in result.stdout
@@ -109,7 +109,7 @@ def test_explain_in_process_npz_matches_the_library(
     maps_file = tmp_path / "maps.npz"
     paths = [images / "query.png", images / "ref_a.png", images / "ref_b.png"]
     argv = ["explain", *map(str, paths), "--out", str(tmp_path / "out.png")]
-    argv += ["--similarity", "dot", "--weighting", "reference", "--save-maps", str(maps_file)]
+    argv += ["--similarity", "dot", "--weighting", "contribution", "--save-maps", str(maps_file)]
     assert main(argv) == 0
     assert f"figure: {tmp_path / 'out.png'}" in capsys.readouterr().out
 
@@ -120,7 +120,9 @@ def test_explain_in_process_npz_matches_the_library(
         assert str(saved["similarity"]) == "dot"
 
     loaded = load_model("shapes")
-    fam = FeatureActivationMap(loaded.model, loaded.layer, similarity="dot", weighting="reference")
+    fam = FeatureActivationMap(
+        loaded.model, loaded.layer, similarity="dot", weighting="contribution"
+    )
     batch = loaded.preprocess.load(paths)
     query = batch[:1].expand(2, -1, -1, -1)
     torch.testing.assert_close(scores, fam.similarity_scores(query, reference=batch[1:]))

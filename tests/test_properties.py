@@ -80,7 +80,7 @@ def test_contribution_weights_sum_to_the_score(pair, similarity):
     """The paper's reading: weights are the score's terms over channels (Euclidean re-mapped)."""
     query, reference = pair
     model = ActivationModel()
-    fam = FeatureActivationMap(model, model.layer, similarity=similarity)
+    fam = FeatureActivationMap(model, model.layer, similarity=similarity, weighting="contribution")
     e_q, e_r = pooled(query), paired(pooled(reference), query.shape[0])
     weights = fam.similarity.weights(e_q, e_r, "contribution")
     offset = e_r.pow(2).sum(1) if similarity == "euclidean" else 0.0
