@@ -9,8 +9,8 @@ uses (training seeds stay below 10**9). Figures:
 - two-object top-2 rate: fraction of two-object scenes whose two nearest class prototypes are
   exactly its two objects;
 - pointing rate: for a two-object scene and the prototype of one object's class as reference,
-  the FAM map ``relu(sum_k w_k A[k])`` (``A`` the last block's activations) upsampled bilinearly
-  to the image has its argmax inside that object's mask dilated by ``dilation`` pixels.
+  the share of FAM maps (both weightings; plain, and contrastive with the other object's class
+  as the foil) whose maximum falls on that object (the pointing game, 5% tolerance).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_fam.attribution import FeatureActivationMap
+from captum_fam.metrics import pointing_game
 from captum_fam.zoo.shapes import HELD_OUT_CLASSES, SEEN_CLASSES, SHAPE_CLASSES, make_shapes
 
 __all__ = [
@@ -132,29 +134,6 @@ def top2_rate(embeddings: Tensor, labels: Tensor, protos: Tensor) -> float:
 
 
 @torch.no_grad()
-def fam_maps(activations: Tensor, reference: Tensor, weighting: str = "contribution") -> Tensor:
-    """Plain FAM maps ``relu(sum_k w_k A[k])`` for cosine similarity, without normalisation.
-
-    Args:
-        activations (Tensor): ``(N, C, h, w)`` last-block activations of the queries.
-        reference (Tensor): ``(N, C)`` reference embeddings.
-        weighting (str, optional): ``"contribution"`` (``w = q r / (|q| |r|)``) or
-                    ``"reference"`` (``w = r``). Default: "contribution"
-
-    Returns:
-        Tensor: ``(N, h, w)`` maps.
-    """
-    if weighting == "contribution":
-        q = activations.mean(dim=(2, 3))
-        w = F.normalize(q, dim=1) * F.normalize(reference, dim=1)
-    elif weighting == "reference":
-        w = reference
-    else:
-        raise ValueError(f"weighting must be 'contribution' or 'reference', got {weighting!r}")
-    return torch.einsum("nc,nchw->nhw", w, activations).relu()
-
-
-@torch.no_grad()
 def pointing_rate(
     model: nn.Module,
     layer: nn.Module,
@@ -162,10 +141,10 @@ def pointing_rate(
     masks: Tensor,
     references: Tensor,
     *,
-    weighting: str = "contribution",
-    dilation: int = 3,
+    weighting: str = "reference",
+    foils: Tensor | None = None,
 ) -> float:
-    """Fraction of maps whose upsampled argmax falls in the (dilated) target mask.
+    """Share of FAM maps whose maximum falls on the target object (the pointing game).
 
     Args:
         model (nn.Module): The embedding model.
@@ -173,24 +152,17 @@ def pointing_rate(
         images (Tensor): ``(N, 3, H, W)`` queries.
         masks (Tensor): ``(N, H, W)`` bool target masks.
         references (Tensor): ``(N, C)`` reference embeddings (e.g. the target's prototype).
-        weighting (str, optional): See :func:`fam_maps`. Default: "contribution"
-        dilation (int, optional): Tolerance in pixels around the mask. Default: 3
+        weighting (str, optional): FAM's weighting. Default: "reference"
+        foils (Tensor, optional): ``(N, C)`` foil embeddings for contrastive maps ("why the
+                    target rather than the foil"). Default: None
 
     Returns:
-        float: The pointing rate.
+        float: The pointing rate, with :func:`captum_fam.metrics.pointing_game`'s tolerance
+        (5% of the image side).
     """
-    captured: list[Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        model(images)
-    finally:
-        handle.remove()
-    maps = fam_maps(captured[-1], references, weighting)
-    size = images.shape[-2:]
-    up = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    hit_area = F.max_pool2d(masks[:, None].float(), 2 * dilation + 1, 1, dilation)[:, 0] > 0
-    flat = up.flatten(1).argmax(dim=1)
-    return float(hit_area.flatten(1)[torch.arange(len(flat)), flat].float().mean())
+    fam = FeatureActivationMap(model, layer, weighting=weighting)
+    maps = fam.attribute(images, reference_embeddings=references, foil_embeddings=foils)
+    return float(pointing_game(maps, masks).float().mean())
 
 
 def evaluate(
@@ -243,16 +215,20 @@ def evaluate(
     protos = prototypes(embed(model, sup_images), sup_labels, n_cls)
     batch = make_shapes(scenes, objects=2, seed=seed + 2000)
     out["two_object_top2"] = top2_rate(embed(model, batch.images), batch.labels, protos)
-    for weighting in ("contribution", "reference"):
-        for k in range(2):
-            out[f"pointing_{weighting}_object{k + 1}"] = pointing_rate(
-                model,
-                layer,
-                batch.images,
-                batch.masks[:, k],
-                protos[batch.labels[:, k]],
-                weighting=weighting,
-            )
+    for weighting in ("reference", "contribution"):
+        for contrastive in (False, True):
+            for k in range(2):
+                foils = protos[batch.labels[:, 1 - k]] if contrastive else None
+                kind = "contrastive" if contrastive else "plain"
+                out[f"pointing_{weighting}_{kind}_object{k + 1}"] = pointing_rate(
+                    model,
+                    layer,
+                    batch.images,
+                    batch.masks[:, k],
+                    protos[batch.labels[:, k]],
+                    weighting=weighting,
+                    foils=foils,
+                )
     return out
 
 
