@@ -36,6 +36,7 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring = True
 napoleon_use_rtype = False
+napoleon_use_ivar = True  # NamedTuple fields are documented by autodoc already
 # Captum's base classes live outside this project: do not chase their cross-references.
 nitpicky = False
 suppress_warnings = ["myst.xref_missing", "mystnb.unknown_mime_type"]
