@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
 from captum._utils.common import _format_additional_forward_args, _run_forward
@@ -336,7 +336,7 @@ class FeatureActivationMap(LayerAttribution):
         images: TensorOrTuple | None,
         embeddings: Tensor | None,
         role: str,
-    ) -> tuple[str, Any]:
+    ) -> _References:
         """Check a reference (or foil) argument pair before any forward runs."""
         one_of(images, embeddings, (role, f"{role}_embeddings"))
         if images is not None:
@@ -347,14 +347,14 @@ class FeatureActivationMap(LayerAttribution):
                     f"got {len(references)}"
                 )
             check_pairing(n, references[0].shape[0], role)
-            return "images", references
+            return _References(role, references, None)
         rows = format_embeddings(embeddings, f"{role}_embeddings")
         check_pairing(n, rows.shape[0], f"{role}_embeddings")
-        return "embeddings", rows
+        return _References(role, None, rows)
 
     def _reference_rows(
         self,
-        plan: tuple[str, Any],
+        plan: _References,
         queries: _Queries | Tensor,
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
@@ -362,17 +362,16 @@ class FeatureActivationMap(LayerAttribution):
         """The reference of each query, (N, D), validated against the query embeddings."""
         query = queries.embeddings if isinstance(queries, _Queries) else queries
         n = query.shape[0]
-        kind, value = plan
-        if kind == "images":
-            m = value[0].shape[0]
+        if plan.images is not None:
+            m = plan.images[0].shape[0]
             reference_args = _reference_forward_args(additional_forward_args, n, m)
-            embeddings = self._embed(value, reference_args, attribute_to_layer_input)
+            embeddings = self._embed(plan.images, reference_args, attribute_to_layer_input)
         else:
-            embeddings = value
+            embeddings = cast(Tensor, plan.embeddings)
             if embeddings.shape[1] != query.shape[1]:
                 space = "model output" if self.embedding == "output" else "layer"
                 raise ValueError(
-                    f"reference_embeddings have {embeddings.shape[1]} channels but the {space} "
+                    f"{plan.role}_embeddings have {embeddings.shape[1]} channels but the {space} "
                     f"has {query.shape[1]}: embeddings must live in the space of fam.embed"
                 )
         rows = _pair_rows(embeddings.to(device=query.device, dtype=query.dtype), n)
@@ -558,6 +557,14 @@ class FeatureActivationMap(LayerAttribution):
             f"layer {type(self.layer).__name__} did not run during forward_func: pass a "
             "module that the model calls (e.g. model.layer4, not a detached copy)"
         )
+
+
+class _References(NamedTuple):
+    """A checked reference (or foil) argument: images to embed, or embeddings."""
+
+    role: str  # "reference" or "foil", for error messages
+    images: tuple[Tensor, ...] | None
+    embeddings: Tensor | None
 
 
 @dataclass

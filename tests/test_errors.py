@@ -190,3 +190,12 @@ def test_finite_check_tells_overflow_from_nan():
     assert all_finite(large)
     assert not all_finite(large.index_fill(1, torch.tensor([3]), float("nan")))
     assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
+
+
+def test_foil_errors_name_the_foil(fam):
+    with pytest.raises(ValueError, match="foil_embeddings have 5 channels but the layer has 6"):
+        fam.attribute(IMAGES, **GOOD, foil_embeddings=torch.rand(5))
+    with pytest.raises(ValueError, match="foil has 3 rows for 4 inputs"):
+        fam.attribute(IMAGES, **GOOD, foil=IMAGES[:3])
+    with pytest.raises(ValueError, match="at most one of foil or foil_embeddings"):
+        fam.attribute(IMAGES, **GOOD, foil=IMAGES, foil_embeddings=torch.rand(6))
