@@ -11,8 +11,9 @@ Methods (all maps at the layer's 8x8 resolution, except IG at the 64x64 input, s
 RGB):
 
 - FAM, ``weighting="contribution"`` and ``"reference"``;
-- contrastive FAM: reference = A's prototype, foil = B's prototype (and the reverse);
-- NoiseTunnel(FAM): smoothgrad, stdev 0.1, ``--nt-samples`` samples;
+- contrastive FAM: reference = A's prototype, foil = B's prototype (and the reverse), with the
+  default weighting ("reference");
+- NoiseTunnel(FAM): smoothgrad, stdev 0.1, ``--nt-samples`` samples, default weighting;
 - Captum LayerGradCam on ``metrics.similarity_forward`` (the same cosine, through autograd);
 - Captum IntegratedGradients (black baseline, 50 steps; 20 with ``--quick``) on the same
   forward;
