@@ -7,7 +7,7 @@ uses (training seeds stay below 10**9). Figures:
   L2-normalised support embeddings), on seen, held-out and all classes;
 - retrieval mAP: every single-object image queries all others by cosine similarity;
 - two-object top-2 rate: fraction of two-object scenes whose two nearest class prototypes are
-  exactly its two objects;
+  exactly its two objects (all 12 classes; and the 9 trained classes alone);
 - pointing rate: for a two-object scene and the prototype of one object's class as reference,
   the share of FAM maps (both weightings; plain, and contrastive with the other object's class
   as the foil) whose maximum falls on that object (the pointing game, 5% tolerance).
@@ -127,9 +127,19 @@ def retrieval_map(embeddings: Tensor, labels: Tensor) -> float:
     return float(ap.mean())
 
 
-def top2_rate(embeddings: Tensor, labels: Tensor, protos: Tensor) -> float:
-    """Fraction of two-object scenes whose two nearest prototypes are its two classes."""
-    top = (embeddings @ protos.t()).topk(2, dim=1).indices.sort(dim=1).values
+def top2_rate(
+    embeddings: Tensor, labels: Tensor, protos: Tensor, classes: Sequence[int] | None = None
+) -> float:
+    """Fraction of two-object scenes whose two nearest prototypes are its two classes.
+
+    ``classes`` restricts the candidate prototypes (default: all of them).
+    """
+    similarity = embeddings @ protos.t()
+    if classes is not None:
+        candidate = torch.zeros(protos.shape[0], dtype=torch.bool)
+        candidate[list(classes)] = True
+        similarity = similarity.masked_fill(~candidate, float("-inf"))
+    top = similarity.topk(2, dim=1).indices.sort(dim=1).values
     return float((top == labels.sort(dim=1).values).all(dim=1).float().mean())
 
 
@@ -215,6 +225,11 @@ def evaluate(
     protos = prototypes(embed(model, sup_images), sup_labels, n_cls)
     batch = make_shapes(scenes, objects=2, seed=seed + 2000)
     out["two_object_top2"] = top2_rate(embed(model, batch.images), batch.labels, protos)
+    # The trained classes alone: held-out prototypes come from classes the model never learnt.
+    seen_batch = make_shapes(scenes, objects=2, seed=seed + 3000, classes=seen)
+    out["two_object_top2_seen"] = top2_rate(
+        embed(model, seen_batch.images), seen_batch.labels, protos, classes=seen
+    )
     for weighting in ("reference", "contribution"):
         for contrastive in (False, True):
             for k in range(2):
