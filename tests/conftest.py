@@ -33,14 +33,23 @@ class TinyEmbedder(nn.Module):
 
 
 class ActivationModel(nn.Module):
-    """The inputs are the activations: lets property tests choose A freely (signs, scales)."""
+    """The inputs are the activations (N, C, *S): lets property tests choose A freely.
+
+    Its output is the mean over positions, so ``embedding="output"`` and ``"layer"`` explain the
+    same score; ``mask`` (N, *S), when given, pools the masked mean instead.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.layer = nn.Identity()
 
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.layer(activations).mean(dim=(2, 3))
+    def forward(self, activations: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        activations = self.layer(activations)
+        dims = tuple(range(2, activations.dim()))
+        if mask is None:
+            return activations.mean(dim=dims)
+        weights = mask.unsqueeze(1).to(activations.dtype)
+        return (activations * weights).sum(dim=dims) / weights.sum(dim=dims)
 
 
 @pytest.fixture
