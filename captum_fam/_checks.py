@@ -59,6 +59,40 @@ def format_batch(value: Any, name: str) -> tuple[Tensor, ...]:
     return tensors
 
 
+def check_like(
+    value: tuple[Tensor, ...], like: tuple[Tensor, ...], name: str, like_name: str
+) -> None:
+    """Inputs of another side structured like ``like``: as many tensors, of the same rank and kind.
+
+    Catches, before any forward, embeddings given where token ids are expected (floating
+    values for ``input_ids``) and a batch dimension left out (``(T,)`` ids for ``(N, T)``).
+    """
+    if len(value) != len(like):
+        raise ValueError(
+            f"{name} must be structured like {like_name}: {len(like)} tensor(s); got {len(value)}"
+        )
+    for index, (tensor, model) in enumerate(zip(value, like, strict=True)):
+        label = name if len(value) == 1 else f"{name}[{index}]"
+        model_label = like_name if len(like) == 1 else f"{like_name}[{index}]"
+        if tensor.dim() != model.dim():
+            raise ValueError(
+                f"{label} has {tensor.dim()} dimension(s), shape {tuple(tensor.shape)}; "
+                f"{model_label} has {model.dim()}, shape {tuple(model.shape)}: give the same "
+                "layout, batch dimension first"
+            )
+        if tensor.is_floating_point() != model.is_floating_point():
+            kinds = {True: "floating point values", False: "integers (token ids, masks)"}
+            hint = (
+                f" (embeddings go in {name}_embeddings)"
+                if tensor.is_floating_point() and name in ("reference", "foil", "background")
+                else ""
+            )
+            raise TypeError(
+                f"{label} holds {kinds[tensor.is_floating_point()]} ({tensor.dtype}) but "
+                f"{model_label} holds {kinds[model.is_floating_point()]} ({model.dtype}){hint}"
+            )
+
+
 def format_embeddings(value: Any, name: str) -> Tensor:
     """(M, C) or (C,) floating, finite embeddings, returned as (M, C)."""
     if not isinstance(value, Tensor):

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_fam._checks import TensorOrTuple, format_batch, format_embeddings, one_of
+from captum_fam._checks import (
+    TensorOrTuple,
+    check_like,
+    format_batch,
+    format_embeddings,
+    one_of,
+)
+from captum_fam._engine.pairs import token_pairs as token_pair_matrix
 from captum_fam._engine.pooling import PoolingMask
 from captum_fam._engine.references import plan_references
 from captum_fam.attribution import FeatureActivationMap
@@ -35,11 +42,17 @@ __all__ = [
 
 @dataclass
 class PairExplanation:
-    """Both sides of N pairs: ``maps_a`` (a against b), ``maps_b`` (b against a), ``scores``."""
+    """Both sides of N pairs: ``maps_a`` (a against b), ``maps_b`` (b against a), ``scores``.
+
+    ``token_pairs`` (with ``explain_pair(..., token_pairs=True)``): ``(N, *S, *S')``, the score
+    of each pair decomposed over pairs of positions (token ``i`` of ``a`` with token ``j`` of
+    ``b``), summing to ``scores``; None otherwise.
+    """
 
     maps_a: Tensor  # (N, 1, *S)
     maps_b: Tensor  # (N, 1, *S')
     scores: Tensor  # (N,)
+    token_pairs: Tensor | None = None  # (N, *S, *S')
 
 
 @dataclass
@@ -115,11 +128,24 @@ def explain_pair(
     normalize_weights: bool = True,
     additional_forward_args: Any = None,
     pooling_mask: int | None = None,
+    token_pairs: bool = False,
 ) -> PairExplanation:
     r"""Explain N pairs from both sides: what in ``a`` matches ``b``, and the reverse.
 
     Two forwards in all (one per side). With a foil, each side's map is contrastive: why ``a``
     matches ``b`` rather than the foil, and why ``b`` matches ``a`` rather than the foil.
+
+    With ``token_pairs=True`` the score of each pair is also decomposed over pairs of
+    positions, for mean-pooled ``"dot"`` and ``"cosine"`` (exactly:
+    ``cos = sum_ij <a_i, b_j> / (n m |e_a| |e_b|)`` over the ``n`` and ``m`` valid tokens): entry
+    ``[k, i, j]`` is what token ``i`` of ``a`` and token ``j`` of ``b`` contribute together. The
+    matrix sums to the score; row ``i`` sums to ``a``'s raw reference-weighted map at ``i``
+    divided by ``n`` (column ``j``: ``b``'s at ``j`` divided by ``m``). With
+    ``embedding="output"`` the terms are ``<W a_i + b, W b_j + b>`` for an output
+    ``o = W e + b`` affine in the mean-pooled layer; other heads (class-token or pooler
+    pooling, a normalisation) and similarities without a pair decomposition (``"euclidean"``,
+    custom ones) raise a ValueError. Masked positions are 0. For sentences, pass
+    ``relu_attributions=False`` to see what pulls the score up and what pulls it down.
 
     Args:
         fam (FeatureActivationMap): The model, layer, similarity and weighting.
@@ -132,15 +158,21 @@ def explain_pair(
         additional_forward_args (Any, optional): Passed to every forward. Default: None
         pooling_mask (int, optional): Index of the pooling mask among the inputs of each side
                     (``1`` for ``(input_ids, attention_mask)``). Default: None
+        token_pairs (bool, optional): Also return the pair matrix (see above). Not combined
+                    with a foil. Default: False
 
     Returns:
-        :class:`PairExplanation` with ``maps_a``, ``maps_b`` ``(N, 1, *S)`` and ``scores``
-        ``(N,)``.
+        :class:`PairExplanation` with ``maps_a``, ``maps_b`` ``(N, 1, *S)``, ``scores``
+        ``(N,)`` and, with ``token_pairs=True``, ``token_pairs`` ``(N, *S_a, *S_b)``.
 
     Examples::
 
         >>> result = explain_pair(fam, faces_a, faces_b)
         >>> result.scores, result.maps_a.shape
+        >>> fam = FeatureActivationMap(encoder, encoder.layers[-1], token_layout="sequence")
+        >>> pair = explain_pair(fam, (ids_a, mask_a), (ids_b, mask_b), pooling_mask=1,
+        ...                     relu_attributions=False, token_pairs=True)
+        >>> pair.token_pairs.sum(dim=(1, 2))      # == pair.scores
     """
     engine = fam.engine
     side_a, side_b = format_batch(a, "a"), format_batch(b, "b")
@@ -148,7 +180,14 @@ def explain_pair(
     if side_b[0].shape[0] != n:
         raise ValueError(f"a and b must hold the same number of examples; got {n} and "
                          f"{side_b[0].shape[0]}")  # fmt: skip
+    check_like(side_b, side_a, "b", "a")
     _check_mask_index(pooling_mask)
+    if token_pairs and (foil is not None or foil_embeddings is not None):
+        raise ValueError(
+            "token_pairs=True decomposes s(a, b) over token pairs; with a foil the score "
+            "explained is s(a, b) - s(a, foil), which has a third sentence: drop the foil or "
+            "token_pairs"
+        )
     foil_plan = plan_references(n, side_a, foil, foil_embeddings, "foil", required=False)
     args = additional_forward_args
     queries_a = engine.queries(side_a, args, False, pooling_mask)
@@ -163,9 +202,13 @@ def explain_pair(
                             normalize_weights)  # fmt: skip
     maps_b = engine.explain(queries_b, embeddings_a, foil_rows, None, relu_attributions,
                             normalize_weights)  # fmt: skip
+    pairs = token_pair_matrix(engine, queries_a, queries_b) if token_pairs else None
     device = side_a[0].device
     return PairExplanation(
-        maps_a.to(device), maps_b.to(device), engine.scores(embeddings_a, embeddings_b).to(device)
+        maps_a.to(device),
+        maps_b.to(device),
+        engine.scores(embeddings_a, embeddings_b).to(device),
+        None if pairs is None else pairs.to(device),
     )
 
 

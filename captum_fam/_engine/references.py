@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
-from captum_fam._checks import check_pairing, format_batch, format_embeddings, one_of
+from captum_fam._checks import check_like, check_pairing, format_batch, format_embeddings, one_of
 from captum_fam._compat import format_additional_forward_args
 
 __all__ = ["References", "pair_rows", "plan_references", "reference_forward_args"]
@@ -60,11 +60,7 @@ def plan_references(
     shared = role == "background"
     if inputs is not None:
         formatted = format_batch(inputs, role)
-        if len(formatted) != len(batch):
-            raise ValueError(
-                f"{role} must be structured like inputs: {len(batch)} tensor(s); "
-                f"got {len(formatted)}"
-            )
+        check_like(formatted, batch, role, "inputs")
         if not shared:
             check_pairing(n, formatted[0].shape[0], role)
         return References(role, formatted, None, shared)
