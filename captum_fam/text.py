@@ -348,6 +348,7 @@ class SentencePairExplanation:
         token_pairs (Tensor or None): ``(N, T_a, T_b)``: what token ``i`` of ``a`` and token
                     ``j`` of ``b`` contribute together; rows sum to ``maps_a``, columns to
                     ``maps_b``, all to ``scores``.
+        similarity (str): The similarity's name (``"cosine"``, ``"dot"``), for titles.
     """
 
     a: TokenizedTexts
@@ -356,6 +357,7 @@ class SentencePairExplanation:
     maps_a: Tensor
     maps_b: Tensor
     token_pairs: Tensor | None = None
+    similarity: str = "cosine"
 
     def words(
         self, index: int, side: str = "a", words: bool = True, special_tokens: bool = False
@@ -454,6 +456,7 @@ def explain_sentences(
         pair.maps_a[:, 0] / counts_a,
         pair.maps_b[:, 0] / counts_b,
         pair.token_pairs,
+        fam.similarity.name,
     )
 
 
