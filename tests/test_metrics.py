@@ -1,13 +1,9 @@
-"""captum_fam.metrics: hand-computed cases, edge cases, Quantus cross-check, the benchmark."""
+"""captum_fam.metrics: hand-computed cases, edge cases, Quantus cross-check."""
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +12,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from captum_fam import FeatureActivationMap, metrics
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def pixel_sum(x: torch.Tensor) -> torch.Tensor:
@@ -396,34 +390,3 @@ def test_quantus_pointing_game_gives_the_same_hits(tiny_model):
         )
     assert [bool(v) for v in theirs] == ours.tolist()
     assert 0 < sum(ours.tolist()) < n  # both outcomes occur
-
-
-# --- benchmark ---------------------------------------------------------------------------------
-
-
-def test_benchmark_quick_run_has_every_row_and_column(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    out = tmp_path / "table.md"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import compare
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    table = out.read_text()
-    header = next(line for line in table.splitlines() if line.startswith("| method"))
-    for column in compare.COLUMNS:
-        assert column in header
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    names = [row.split("|")[1].strip() for row in rows[1:]]
-    assert names == list(compare.METHODS)
-    for row in rows[1:]:
-        cells = [c.strip() for c in row.split("|")[2:-1]]
-        assert len(cells) == len(compare.COLUMNS) and all(cells)
