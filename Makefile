@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py --markdown
-	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/retrieval.py --markdown
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
