@@ -11,14 +11,14 @@ Models (``--model``):
 
 Either falls back to random weights, with a note in the output, if its weights file is missing.
 
-Workload: two-object images from ``make_shapes(n, objects=2)``. References are class
-prototypes: the mean embedding of single-object support images of each class
-(:func:`captum_fam.tasks.class_prototypes` of ``fam.embed``), in the space the method compares
-(the model's output for ``embedding="output"`` and the gradient baselines, the layer's pooled
-channels for ``embedding="layer"``). Object A is an image's first object, B its second; a method's map of
-an image is computed against the prototype of A's class ("map A") and of B's class ("map B").
-Every map is scored on the similarity the model computes: the cosine of its output to the
-output-space prototype of A's class.
+Workload: two-object images from ``make_shapes(n, objects=2)``. References are class prototypes:
+the mean embedding of single-object support images of each class
+(:func:`captum_fam.tasks.class_prototypes` of ``fam.embed``), in the space the method compares (the
+model's output for ``embedding="output"`` and the gradient baselines, the layer's pooled channels
+for ``embedding="layer"``). Object A is an image's first object, B its second; a method's map of an
+image is computed against the prototype of A's class ("map A") and of B's class ("map B"). Every
+map is scored on the similarity the model computes: the cosine of its output to the output-space
+prototype of A's class.
 
 Methods (all maps at the layer's 8x8 resolution, except IG at the 64x64 input, summed over
 RGB):
