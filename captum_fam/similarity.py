@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SIMILARITIES",
     "WEIGHTINGS",
     "CallableSimilarity",
     "CosineSimilarity",
@@ -205,6 +206,9 @@ _BUILT_IN: dict[str, type[Similarity]] = {
     "dot": DotSimilarity,
     "euclidean": EuclideanSimilarity,
 }
+
+SIMILARITIES = tuple(_BUILT_IN)
+"""The names of the built-in similarities, accepted as ``similarity=``."""
 
 
 def resolve_similarity(similarity: str | Similarity | SimilarityFn) -> Similarity:
