@@ -110,8 +110,8 @@ def default_layer(model: nn.Module) -> LayerChoice | None:
         model (nn.Module): A torchvision classification model (or a subclass).
 
     Returns:
-        *LayerChoice* ``(name, token_layout)``: the dotted module name (an index such as
-        ``-2`` resolved) and ``"auto"`` for transformers, None for convolutional maps.
+        LayerChoice: ``(name, token_layout)``, the dotted module name (an index such as ``-2``
+        resolved) and ``"auto"`` for transformers, None for convolutional maps.
     """
     name = family(model)
     if name is None or name not in DEFAULT_LAYERS:
@@ -144,7 +144,7 @@ def strip_classifier(model: nn.Module) -> nn.Module:
                     place.
 
     Returns:
-        *nn.Module*: ``model`` itself.
+        nn.Module: ``model`` itself.
 
     Examples::
 

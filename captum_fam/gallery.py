@@ -109,7 +109,7 @@ def retrieve(
         progress (bool, optional): Show a progress bar on stderr. Default: True
 
     Returns:
-        Retrieval
+        Retrieval: the top-k paths, scores, maps and embeddings, best first.
 
     Raises:
         ImageReadError: If none of the files can be read.

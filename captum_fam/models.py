@@ -101,7 +101,7 @@ def load_model(spec: str, weights: str | None = None, layer: str | None = None) 
                     family's layer (:func:`captum_fam.backbones.default_layer`).
 
     Returns:
-        LoadedModel
+        LoadedModel: the model in eval mode, its layer, preprocessing and notes.
 
     Raises:
         ModelLoadError: For unknown specifications, models, weights or layers, missing
@@ -317,12 +317,13 @@ def _declared_preprocess(declared: Any, spec: str) -> Preprocess:
     if isinstance(declared, Preprocess):
         return declared
     if callable(declared):
+        # A torchvision-style transform states its normalisation, which display() can undo.
         mean, std = getattr(declared, "mean", None), getattr(declared, "std", None)
         known = mean is not None and std is not None and len(mean) == len(std) == 3
         return Preprocess(
             transform=declared,
-            mean=tuple(mean) if known else None,
-            std=tuple(std) if known else None,
+            mean=tuple(mean) if known and mean is not None else None,
+            std=tuple(std) if known and std is not None else None,
             label=f"the model's own transform ({type(declared).__name__})",
         )
     raise ModelLoadError(

@@ -178,7 +178,8 @@ def _grid(
     top = len(lines) * line_in + 0.25
     figure = Figure(figsize=(width, height + top), layout="constrained")
     FigureCanvasAgg(figure)
-    title, body = figure.subfigures(2, 1, height_ratios=[top, height])
+    parts: Any = figure.subfigures(2, 1, height_ratios=[top, height])
+    title, body = parts
     for index, (text, colour) in enumerate(lines):
         title.text(
             0.5,

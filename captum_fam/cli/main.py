@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     Default: ``sys.argv[1:]``
 
     Returns:
-        *int*: the exit status: 0 on success, 2 for bad input (one ``captum-fam: error:``
+        int: the exit status, 0 on success, 2 for bad input (one ``captum-fam: error:``
         line on stderr). argparse's usage errors raise ``SystemExit(2)``.
 
     Examples::
