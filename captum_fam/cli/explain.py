@@ -83,8 +83,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     retrieval = parser.add_argument_group("gallery")
     retrieval.add_argument("--gallery", metavar="DIR", help="rank a folder of images instead")
-    retrieval.add_argument("--top-k", type=int, help="gallery items to explain (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward")
+    retrieval.add_argument(
+        "--top-k", type=int, metavar="K", help="gallery items to explain (default: 5)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, metavar="B", help="images per forward (default: 32)"
+    )
     parser.add_argument(
         "--save-maps",
         metavar="FILE",
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
             },
         )
 
-    compared = "the model's output" if loaded.embedding == "output" else "the pooled layer"
+    compared = "the model's output" if loaded.embedding == "output" else "the pooled output map"
     print(f"query {args.query}: model {model_text}, layer {loaded.layer_name}, {setting}")
     print(f"preprocessing: {description}")
     print(f"compared: {compared}, {query_embedding.shape[1]} values per image")

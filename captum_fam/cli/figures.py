@@ -218,7 +218,7 @@ def _image_panel(axis: Any, picture: np.ndarray, title: str) -> None:
 def _colour_bar(body: Any, axes: Any, mappable: Any, label: str = MAP_LABEL) -> None:
     if mappable is not None:
         bar = body.colorbar(mappable, ax=axes, shrink=0.8, aspect=30, pad=0.02)
-        bar.set_label(label, fontsize=_TITLE_PT)
+        bar.set_label(label, fontsize=_TITLE_PT - 1)
         bar.ax.tick_params(labelsize=8)
 
 
