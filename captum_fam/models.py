@@ -163,10 +163,16 @@ def _load_torchvision(name: str, weights: str | None, layer: str | None) -> Load
         )
     random = weights.lower() == RANDOM_WEIGHTS
     weight = None if random else _torchvision_weights(enum, name, weights)
+    notice = io.StringIO()
     try:
-        # torch.hub writes a download notice and a progress bar: keep stderr to one line on
-        # error. Random initialisation of some families warns about torchvision's own plans.
-        with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        # torch.hub writes a download notice (stdout) and a progress bar (stderr): on error,
+        # only the error is reported. Random initialisation of some families warns about
+        # torchvision's own plans.
+        with (
+            contextlib.redirect_stdout(notice),
+            contextlib.redirect_stderr(io.StringIO()),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore", FutureWarning)
             model = models.get_model(name, weights=weight)
     except (OSError, RuntimeError, ValueError) as error:
@@ -177,6 +183,7 @@ def _load_torchvision(name: str, weights: str | None, layer: str | None) -> Load
             f"cannot fetch torchvision weights {weight} ({_reason(error)}): connect to the "
             f"internet once, or put the file {Path(weight.url).name} in {cache}"
         ) from None
+    sys.stdout.write(notice.getvalue())
     model.eval()
     label = f"torchvision:{name}"
     notes = []

@@ -80,15 +80,19 @@ def test_named_weights_use_their_own_preprocessing(monkeypatch: pytest.MonkeyPat
     )
 
 
-def test_weights_that_cannot_be_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_that_cannot_be_fetched(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     tv = pytest.importorskip("torchvision.models")
 
     def unreachable(name, weights=None, **kwargs):
+        print('Downloading: "https://download.pytorch.org/models/x.pth"')  # as torch.hub does
         raise OSError("[Errno -3] Temporary failure in name resolution. More detail.")
 
     monkeypatch.setattr(tv, "get_model", unreachable)
     with pytest.raises(ModelLoadError, match="cannot fetch torchvision weights .* put the file"):
         load_model("torchvision:resnet18", weights="DEFAULT")
+    assert capsys.readouterr() == ("", "")  # the error alone reports it
 
 
 FACTORIES = """
