@@ -12,6 +12,8 @@
   reference on two-object images).
 - Sanity (:mod:`.randomization`): :func:`randomization_check` (cascading parameter
   randomisation), with :func:`spearman` and :func:`ssim`.
+- A guard (:mod:`.diagnostics`): :func:`reference_dependence` says when maps barely depend on
+  the reference (they follow the reference-agnostic activation map), with the cure.
 - :class:`SimilarityHead` (:mod:`.classifier_view`): a similarity model as an ``(N, K)``
   classifier over K references, so that classifier-oriented libraries (Quantus) evaluate it.
 
@@ -23,6 +25,12 @@ results (means give the usual single figures).
 
 from captum_fam.interop import as_tuple_explanation, similarity_forward, to_input_shape
 from captum_fam.metrics.classifier_view import SimilarityHead
+from captum_fam.metrics.diagnostics import (
+    AGNOSTIC_THRESHOLD,
+    ReferenceDependence,
+    position_correlation,
+    reference_dependence,
+)
 from captum_fam.metrics.faithfulness import (
     PerturbationCurves,
     average_drop,
@@ -46,6 +54,10 @@ from captum_fam.metrics.randomization import (
 from captum_fam.metrics.robustness import gaussian_perturbation, infidelity, sensitivity_max
 
 __all__ = [
+    "AGNOSTIC_THRESHOLD",
+    "ReferenceDependence",
+    "position_correlation",
+    "reference_dependence",
     "PerturbationCurves",
     "RandomizationResult",
     "SimilarityHead",

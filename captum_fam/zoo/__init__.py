@@ -12,6 +12,7 @@ Examples::
     torch.Size([4, 128])
 """
 
+from captum_fam.zoo.common_mode import CommonModeNet, load_common_mode_model
 from captum_fam.zoo.model import WEIGHTS_SHA256, ShapesEmbeddingNet, load_shapes_model
 from captum_fam.zoo.shapes import (
     HELD_OUT_CLASSES,
@@ -22,9 +23,11 @@ from captum_fam.zoo.shapes import (
 )
 
 __all__ = [
+    "CommonModeNet",
     "HELD_OUT_CLASSES",
     "WEIGHTS_SHA256",
     "ShapesEmbeddingNet",
+    "load_common_mode_model",
     "load_shapes_model",
     "SEEN_CLASSES",
     "SHAPE_CLASSES",
