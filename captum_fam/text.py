@@ -17,14 +17,20 @@ Needs the ``text`` extra (``pip install "captum-fam[text]"``).
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from captum_fam.attribution import FeatureActivationMap
+from captum_fam.models import ModelLoadError
 from captum_fam.similarity import Similarity, SimilarityFn
 from captum_fam.tasks import explain_pair
 
@@ -36,6 +42,8 @@ __all__ = [
     "TokenizedTexts",
     "default_text_layer",
     "explain_sentences",
+    "load_sentence_model",
+    "random_weights",
     "sentence_fam",
     "tokenize_texts",
 ]
@@ -44,6 +52,10 @@ POOLINGS = ("mean", "cls", "pooler")
 """How :class:`SentenceEncoder` turns token states into a sentence embedding."""
 
 _BLOCK_LISTS = ("layer", "layers", "blocks", "block", "h")
+
+RANDOM_WEIGHTS_FLAG = "captum_fam_random_weights"
+"""Set in a ``transformers`` config by :mod:`captum_fam.zoo.text_encoders` (and saved with it),
+so that tools can say a model's weights are random."""
 
 
 class SentenceEncoder(nn.Module):
@@ -206,6 +218,90 @@ def sentence_fam(
     layer = default_text_layer(model) if layer is None else layer
     return FeatureActivationMap(
         forward, layer, similarity, weighting, token_layout="sequence", embedding_key=key
+    )
+
+
+def load_sentence_model(spec: str | Path) -> tuple[nn.Module, Any]:
+    r"""A sentence embedder and its tokenizer from a factory or a local folder, offline.
+
+    Args:
+        spec (str or Path): ``"package.module:factory"``, where ``factory()`` returns a
+                    ``SentenceTransformer`` or a ``(model, tokenizer)`` pair (a ``transformers``
+                    encoder or :class:`SentenceEncoder`, and its tokenizer); or a local folder
+                    saved by sentence-transformers (``model.save(folder)``, with
+                    ``modules.json``) or by ``transformers`` (``save_pretrained``, with
+                    ``config.json`` and the tokenizer's files). Nothing is downloaded.
+
+    Returns:
+        ``(model, tokenizer)`` in eval mode; for a ``SentenceTransformer`` both are the model
+        (:func:`tokenize_texts` and :func:`explain_sentences` take it as the tokenizer).
+
+    Raises:
+        ModelLoadError: (a ValueError) for a specification that does not resolve. A factory's
+                    own errors pass through unchanged.
+
+    Examples::
+
+        >>> model, tokenizer = load_sentence_model("my_package.models:sentence_encoder")
+        >>> fam = sentence_fam(model)
+    """
+    path = Path(spec)
+    if path.is_dir():
+        return _load_folder(path)
+    text = str(spec)
+    if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", text):
+        raise ModelLoadError(
+            f"unknown sentence model {text!r}: expected 'package.module:factory' or a local "
+            "folder saved by sentence-transformers or transformers"
+        )
+    module_name, _, attribute = text.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # user code by name, as other tools find it
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ModelLoadError(f"cannot import {module_name!r} for model {text}: {error}") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ModelLoadError(f"module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ModelLoadError(f"model {text}: {attribute!r} is not callable")
+    built = target()
+    if _is_sentence_transformer(built):
+        return built.eval(), built
+    if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):
+        return built[0].eval(), built[1]
+    raise ModelLoadError(
+        f"model {text}: {attribute}() returned {type(built).__name__}; expected a "
+        "SentenceTransformer or a (model, tokenizer) pair"
+    )
+
+
+def _load_folder(path: Path) -> tuple[nn.Module, Any]:
+    if (path / "modules.json").is_file():
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        return model.eval(), model
+    if (path / "config.json").is_file():
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        return model.eval(), tokenizer
+    raise ModelLoadError(
+        f"folder {path} holds neither a sentence-transformers model (modules.json) nor a "
+        "transformers model (config.json)"
+    )
+
+
+def random_weights(model: nn.Module) -> bool:
+    """Whether ``model`` holds an encoder built with random weights by
+    :mod:`captum_fam.zoo.text_encoders` (its ``transformers`` config says so)."""
+    return any(
+        bool(getattr(getattr(module, "config", None), RANDOM_WEIGHTS_FLAG, False))
+        for module in model.modules()
     )
 
 

@@ -245,3 +245,21 @@ class TestSentenceTransformers:
         assert sentence_fam(normalized).forward_func.stop_before_normalize
         kept = sentence_fam(normalized, similarity="euclidean")
         assert not kept.forward_func.stop_before_normalize
+
+
+def test_models_load_from_a_factory_or_a_folder(tmp_path):
+    from captum_fam.models import ModelLoadError
+    from captum_fam.text import load_sentence_model, random_weights
+
+    model, tokenizer = load_sentence_model("captum_fam.zoo.text_encoders:random_text_encoder")
+    assert random_weights(model) and not random_weights(torch.nn.Linear(2, 2))
+    model.save_pretrained(tmp_path / "saved")
+    tokenizer.save_pretrained(tmp_path / "saved")
+    loaded, loaded_tokenizer = load_sentence_model(tmp_path / "saved")
+    assert random_weights(loaded)  # the flag travels with the saved config
+    texts = tokenize_texts(loaded_tokenizer, FIRST)
+    with torch.no_grad():
+        torch.testing.assert_close(SentenceEncoder(loaded)(*texts.inputs),
+                                   SentenceEncoder(model)(*texts.inputs))  # fmt: skip
+    with pytest.raises(ModelLoadError, match="holds neither"):
+        load_sentence_model(tmp_path)

@@ -172,6 +172,8 @@ def random_text_encoder(
             intermediate_size=intermediate_size, max_position_embeddings=max_length + 2,
             **common,
         )  # fmt: skip
+    # Saved with the model, so that tools loading it again can say its weights are random.
+    config.captum_fam_random_weights = True
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(config)
