@@ -18,44 +18,30 @@ one process). The rows:
 
 The time floor of a gradient-free method is the ``limit`` row, so every time is printed as a
 ratio to it. Target: FAM <= 1.05x. Peak memory is measured in fresh child processes, one per
-row (``--row NAME``), as Linux's ``VmHWM``; a ``baseline`` child that only builds the model and
-inputs gives the floor that the last column subtracts.
+row (``--peak-memory-row=NAME``), as Linux's ``VmHWM``; a ``baseline`` child that only builds the
+model and inputs gives the floor that the last column subtracts.
 
-Method: seeded; every row runs once as a warm-up (LIG on 2 steps, occlusion on 2 positions);
-then each repeat times every row once, round-robin with a rotating start so that load on a
-shared machine hits all rows alike; medians. LIG and occlusion cost about a hundred limits
-each, so they are timed in the first ``--slow-repeats`` repeats only (default 1). Their memory
-children run one side (LIG) and four positions of one side (occlusion): every further step
-repeats the same shapes, so the peak is the same.
+Method (``benchmarks/harness.py``): seeded; every row runs once as a warm-up (LIG on 2 steps,
+occlusion on 2 positions); then each repeat times every row once, round-robin with a rotating
+start so that load on a shared machine hits all rows alike; medians and spreads. LIG and
+occlusion cost about a hundred limits each, so they are timed in the first ``--slow-repeats``
+repeats only (default 1). Their memory children run one side (LIG) and four positions of one
+side (occlusion): every further step repeats the same shapes, so the peak is the same.
 
 Usage::
 
     python benchmarks/text.py               # full run (about 30 minutes on 2 quiet cores)
     python benchmarks/text.py --quick       # smoke run: a small encoder, 2 pairs, 16 tokens
     python benchmarks/text.py --markdown    # the table as Markdown
-
-The structure (rows as calls without arguments, round-robin timing, a child process per row
-for the peak) is that of ``benchmarks/speed.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import captum
 import torch
-import transformers
 from captum.attr import LayerIntegratedGradients
 from torch import Tensor, nn
 
@@ -64,23 +50,35 @@ from captum_fam.tasks import explain_pair
 from captum_fam.text import SentenceEncoder, sentence_fam
 from captum_fam.zoo.text_encoders import random_text_encoder
 
+if __package__:
+    from benchmarks import harness
+else:  # python benchmarks/text.py: this folder is on sys.path
+    import harness
+
 LIMIT, FAM, LIG, OCCLUSION = "limit", "fam", "lig", "occlusion"
 ROWS = (LIMIT, FAM, LIG, OCCLUSION)
-SLOW = (LIG, OCCLUSION)
-BASELINE = "baseline"
 LABELS = {
     LIMIT: "limit: inference forwards (sentences a + b)",
     FAM: "FAM, both sides + token pairs",
     LIG: "Captum LayerIntegratedGradients, embeddings, both sides",
     OCCLUSION: "occlusion, one token at a time, both sides",
-    BASELINE: "baseline: model + inputs only",
 }
 FAM_TIME_TARGET = 1.05
 FULL = {"pairs": 16, "tokens": 128, "width": 768, "layers": 12, "heads": 12, "repeats": 5,
-        "lig_steps": 50}  # fmt: skip
+        "lig_steps": 50, "threads": None}  # fmt: skip
 # One thread for the smoke run: on a busy machine, two threads wait for each other on tiny ops.
 QUICK = {"pairs": 2, "tokens": 16, "width": 64, "layers": 2, "heads": 4, "repeats": 2,
          "lig_steps": 4, "threads": 1}  # fmt: skip
+QUICK_MEMORY_ROWS = (LIMIT, FAM)
+COLUMNS = (
+    harness.Column("row", "row"),
+    harness.Column("median", "median ms", "right"),
+    harness.Column("spread", "spread ms", "right"),
+    harness.Column("ratio", "ratio to limit", "right"),
+    harness.Column("peak", "peak RSS MiB", "right"),
+    harness.Column("above", "above baseline MiB", "right"),
+    harness.Column("target", "target"),
+)
 
 
 @dataclass(frozen=True)
@@ -98,9 +96,11 @@ class Config:
     lig_batch: int
     threads: int
     seed: int
+    memory_workers: int
+    memory_rows: tuple[str, ...]
 
     def child_args(self) -> list[str]:
-        """The options that make a ``--row`` child build exactly the same workload."""
+        """The options that make a peak-memory child build exactly the same workload."""
         return [
             f"--pairs={self.pairs}", f"--tokens={self.tokens}", f"--width={self.width}",
             f"--layers={self.layers}", f"--heads={self.heads}", f"--lig-steps={self.lig_steps}",
@@ -117,6 +117,12 @@ class Workload:
     pad_id: int
     special_ids: tuple[int, int]  # [CLS], [SEP]
 
+    @property
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        """Both sides' sentence embeddings, for the methods that take the other side's."""
+        with torch.inference_mode():
+            return self.encoder(*self.a).clone(), self.encoder(*self.b).clone()
+
 
 def sentences(count: int, tokens: int, vocabulary: int, special: tuple[int, int],
               generator: torch.Generator) -> tuple[Tensor, Tensor]:  # fmt: skip
@@ -131,8 +137,8 @@ def sentences(count: int, tokens: int, vocabulary: int, special: tuple[int, int]
 
 
 def build_workload(config: Config) -> Workload:
-    torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
+    harness.seed_everything(config.seed)
+    harness.set_threads(config.threads)
     model, tokenizer = random_text_encoder(
         "bert", hidden_size=config.width, layers=config.layers, heads=config.heads,
         max_length=max(config.tokens, 128), seed=config.seed,
@@ -157,47 +163,51 @@ class CosineToReference(nn.Module):
         return torch.cosine_similarity(self.encoder(ids, mask), reference_embeddings, dim=1)
 
 
-def lig_baseline(ids: Tensor, workload: Workload) -> Tensor:
+def lig_baseline(ids: Tensor, work: Workload) -> Tensor:
     """Captum's text baseline: ``[PAD]`` everywhere but the special tokens."""
-    keep = (ids == workload.special_ids[0]) | (ids == workload.special_ids[1])
-    return torch.where(keep, ids, torch.full_like(ids, workload.pad_id))
+    keep = (ids == work.special_ids[0]) | (ids == work.special_ids[1])
+    return torch.where(keep, ids, torch.full_like(ids, work.pad_id))
 
 
-def lig_side(workload: Workload, config: Config, side: tuple[Tensor, Tensor],
-             other: Tensor, steps: int) -> Tensor:  # fmt: skip
-    lig = LayerIntegratedGradients(CosineToReference(workload.encoder),
-                                   workload.encoder.model.embeddings)  # fmt: skip
+def lig_side(work: Workload, config: Config, side: tuple[Tensor, Tensor], other: Tensor,
+             steps: int) -> Tensor:  # fmt: skip
+    """LIG on the embedding layer: one value per token, ``(N, T)``."""
+    lig = LayerIntegratedGradients(CosineToReference(work.encoder), work.encoder.model.embeddings)
     ids, mask = side
     attributions = lig.attribute(
-        ids, baselines=lig_baseline(ids, workload), additional_forward_args=(mask, other),
+        ids, baselines=lig_baseline(ids, work), additional_forward_args=(mask, other),
         n_steps=steps, internal_batch_size=config.lig_batch,
     )  # fmt: skip
-    return attributions.sum(-1)  # (N, T): one value per token
+    return attributions.sum(-1)
 
 
 @torch.inference_mode()
-def occlusion_side(workload: Workload, side: tuple[Tensor, Tensor], other: Tensor,
+def occlusion_side(work: Workload, side: tuple[Tensor, Tensor], other: Tensor,
                    positions: int | None = None) -> Tensor:  # fmt: skip
     """Score drop per token when it is removed from the attention mask (specials kept)."""
     ids, mask = side
-    scores = torch.cosine_similarity(workload.encoder(ids, mask), other, dim=1)
+    scores = torch.cosine_similarity(work.encoder(ids, mask), other, dim=1)
     drops = torch.zeros(ids.shape, dtype=scores.dtype)
-    special = (ids == workload.special_ids[0]) | (ids == workload.special_ids[1])
+    special = (ids == work.special_ids[0]) | (ids == work.special_ids[1])
     for position in range(1, ids.shape[1] if positions is None else 1 + positions):
         valid = mask[:, position].bool() & ~special[:, position]
         if not valid.any():
             continue
         removed = mask.clone()
         removed[:, position] = 0
-        occluded = torch.cosine_similarity(workload.encoder(ids, removed), other, dim=1)
+        occluded = torch.cosine_similarity(work.encoder(ids, removed), other, dim=1)
         drops[:, position] = torch.where(valid, scores - occluded, torch.zeros(()))
     return drops
 
 
-def make_rows(workload: Workload, config: Config, embeddings: tuple[Tensor, Tensor],
-              memory_child: bool = False) -> dict[str, Callable]:  # fmt: skip
-    """Each row as a call without arguments; ``embeddings`` are both sides', precomputed."""
-    encoder, fam, a, b = workload.encoder, workload.fam, workload.a, workload.b
+def make_rows(work: Workload, config: Config, embeddings: tuple[Tensor, Tensor],
+              memory_child: bool = False) -> dict[str, Callable[[], object]]:  # fmt: skip
+    """Each row as a call without arguments; ``embeddings`` are both sides', precomputed.
+
+    A memory child runs LIG on one side and occlusion on four positions of one side: the
+    further steps repeat the same shapes, so the peak is the same.
+    """
+    encoder, fam, a, b = work.encoder, work.fam, work.a, work.b
     e_a, e_b = embeddings
 
     def limit() -> None:
@@ -205,143 +215,90 @@ def make_rows(workload: Workload, config: Config, embeddings: tuple[Tensor, Tens
             encoder(*a)
             encoder(*b)
 
-    def fam_row() -> None:
-        explain_pair(fam, a, b, pooling_mask=1, relu_attributions=False,
-                     normalize_weights=False, token_pairs=True)  # fmt: skip
+    def fam_row() -> object:
+        return explain_pair(fam, a, b, pooling_mask=1, relu_attributions=False,
+                            normalize_weights=False, token_pairs=True)  # fmt: skip
 
     def lig_row() -> None:
-        lig_side(workload, config, a, e_b, config.lig_steps)
+        lig_side(work, config, a, e_b, config.lig_steps)
         if not memory_child:
-            lig_side(workload, config, b, e_a, config.lig_steps)
+            lig_side(work, config, b, e_a, config.lig_steps)
 
     def occlusion_row() -> None:
         if memory_child:
-            occlusion_side(workload, a, e_b, positions=4)
+            occlusion_side(work, a, e_b, positions=4)
             return
-        occlusion_side(workload, a, e_b)
-        occlusion_side(workload, b, e_a)
+        occlusion_side(work, a, e_b)
+        occlusion_side(work, b, e_a)
 
     return {LIMIT: limit, FAM: fam_row, LIG: lig_row, OCCLUSION: occlusion_row}
 
 
-def reference_embeddings(workload: Workload) -> tuple[Tensor, Tensor]:
-    with torch.inference_mode():
-        return workload.encoder(*workload.a).clone(), workload.encoder(*workload.b).clone()
-
-
-def time_rows(config: Config) -> dict[str, list[float]]:
-    """Round-robin timings in this process: milliseconds per row, one entry per repeat."""
-    workload = build_workload(config)
-    embeddings = reference_embeddings(workload)
-    rows = make_rows(workload, config, embeddings)
-    warmups = {
-        **rows,
-        LIG: lambda: lig_side(workload, config, workload.a, embeddings[1], 2),
-        OCCLUSION: lambda: occlusion_side(workload, workload.a, embeddings[1], positions=2),
-    }
-    for name in ROWS:
-        log(f"warm-up: {name}")
-        warmups[name]()
-    times: dict[str, list[float]] = {name: [] for name in ROWS}
-    for repeat in range(config.repeats):
-        order = ROWS[repeat % len(ROWS) :] + ROWS[: repeat % len(ROWS)]
-        for name in order:
-            if name in SLOW and repeat >= config.slow_repeats:
-                continue
-            gc.collect()
-            start = time.perf_counter()
-            rows[name]()
-            times[name].append((time.perf_counter() - start) * 1e3)
-            log(f"repeat {repeat + 1}/{config.repeats}: {name} {times[name][-1]:.0f} ms")
-    return times
-
-
-def run_row(name: str, config: Config) -> float:
-    """Build the workload, run one row once, return this process's peak RSS in MiB."""
-    workload = build_workload(config)
-    if name != BASELINE:
-        embeddings = reference_embeddings(workload)
-        make_rows(workload, config, embeddings, memory_child=True)[name]()
-    return peak_rss_mib()
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size (MiB): ``VmHWM``, reset by ``execve``."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def measure_peak(name: str, config: Config) -> float:
-    log(f"peak memory: {name}")
-    command = [sys.executable, str(Path(__file__).resolve()), f"--row={name}"]
-    result = subprocess.run(
-        command + config.child_args(), check=True, capture_output=True, text=True
+def time_rows(work: Workload, config: Config) -> dict[str, harness.Timing]:
+    embeddings = work.embeddings
+    return harness.time_interleaved(
+        make_rows(work, config, embeddings),
+        config.repeats,
+        repeats_of={LIG: config.slow_repeats, OCCLUSION: config.slow_repeats},
+        warmups={
+            LIG: lambda: lig_side(work, config, work.a, embeddings[1], 2),
+            OCCLUSION: lambda: occlusion_side(work, work.a, embeddings[1], positions=2),
+        },
     )
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"])
 
 
-def table(times: dict[str, list[float]], peaks: dict[str, float]) -> list[list[str]]:
-    header = ["row", "median ms", "ratio to limit", "peak RSS MiB", "above baseline MiB", "target"]
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    ratio = medians[FAM] / medians[LIMIT]
-    met = "met" if ratio <= FAM_TIME_TARGET else "MISSED"
-    targets = {FAM: f"time <= {FAM_TIME_TARGET:.2f}x: {met}"}
-    lines = [header]
+def run_row(name: str, config: Config) -> None:
+    """The peak-memory child: build the workload, run one row once (or none), report."""
+    work = build_workload(config)
+    if name == harness.BASELINE:
+        harness.report_peak(name, None)
+        return
+    harness.report_peak(name, make_rows(work, config, work.embeddings, memory_child=True)[name])
+
+
+def table(times: dict[str, harness.Timing], memory: harness.PeakMemory) -> harness.Table:
+    result = harness.Table(COLUMNS)
+    limit = times[LIMIT].median
     for name in ROWS:
-        lines.append([
-            LABELS[name], f"{medians[name]:.0f}", f"{medians[name] / medians[LIMIT]:.2f}x",
-            f"{peaks[name]:.0f}", f"{peaks[name] - peaks[BASELINE]:.0f}", targets.get(name, ""),
-        ])  # fmt: skip
-    lines.append([LABELS[BASELINE], "", "", f"{peaks[BASELINE]:.0f}", "0", ""])
-    return lines
-
-
-def render(lines: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        rule = ["---", "---:", "---:", "---:", "---:", "---"]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in [lines[0], rule, *lines[1:]])
-    widths = [max(len(cells[i]) for cells in lines) for i in range(len(lines[0]))]
-    rows = [
-        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-        for cells in lines
-    ]
-    return "\n".join([rows[0], "-" * len(rows[0]), *rows[1:]])
-
-
-def notes(config: Config, times: dict[str, list[float]]) -> list[str]:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown CPU",
+        median = times[name].median
+        ratio = median / limit
+        measured = name in memory.peaks
+        target = (
+            f"time <= {FAM_TIME_TARGET:.2f}x: {harness.verdict(ratio <= FAM_TIME_TARGET)}"
+            if name == FAM
+            else ""
+        )
+        result.add(
+            row=LABELS[name], median=f"{median:.0f}", spread=times[name].spread_text(),
+            ratio=f"{ratio:.2f}x", peak=f"{memory.peaks[name]:.0f}" if measured else "-",
+            above=f"{memory.above_baseline(name):.0f}" if measured else "-", target=target,
+        )  # fmt: skip
+    result.add(
+        row="baseline: model + inputs only", median="", spread="", ratio="",
+        peak=f"{memory.baseline:.0f}", above="0", target="",
     )  # fmt: skip
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return result
+
+
+def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
     return [
         f"BertModel (transformers, random weights, eval mode), {config.layers} layers, width "
         f"{config.width}, {config.heads} heads; {config.pairs} sentence pairs of {config.tokens} "
         "tokens (half to all of them valid, the rest padding), mean pooling, cosine; CPU, one "
-        f"process; medians over {len(times[LIMIT])} interleaved repeats, LIG and occlusion over "
-        f"{len(times[LIG])} (LIG n_steps={config.lig_steps}, internal_batch_size="
-        f"{config.lig_batch}); ratios are to the limit row's median.",
+        f"process; medians over {len(times[LIMIT].milliseconds)} round-robin repeats (spread: "
+        f"fastest-slowest), LIG and occlusion over {len(times[LIG].milliseconds)} (LIG "
+        f"n_steps={config.lig_steps}, internal_batch_size={config.lig_batch}); ratios are to "
+        "the limit row's median.",
         "LIG and occlusion explain each sentence's cosine with the other's embedding, computed "
         "once outside the timing; the limit and FAM rows compute both embeddings.",
-        "Peak RSS: VmHWM of a fresh process (python benchmarks/text.py --row NAME) that builds "
-        "the model and inputs, computes both embeddings and runs the row once (LIG: one side; "
-        "occlusion: four positions of one side, the same shapes as every other step). 'above "
-        "baseline' subtracts the baseline process, which only builds the model and inputs.",
-        "Spread of the timed repeats (min-max ms): "
-        + ", ".join(f"{name} {min(times[name]):.0f}-{max(times[name]):.0f}" for name in ROWS)
-        + ".",
-        f"Machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-        f"load average at the end {load}; Python {platform.python_version()}, torch "
-        f"{torch.__version__}, transformers {transformers.__version__}, captum "
-        f"{captum.__version__}",
+        "Peak RSS: VmHWM of a fresh process (python benchmarks/text.py --peak-memory-row=NAME) "
+        "that builds the model and inputs, computes both embeddings and runs the row once "
+        "(LIG: one side; occlusion: four positions of one side, the shapes of every other "
+        "step); 'above baseline' subtracts the baseline process, which only builds the model "
+        "and inputs."
+        + ("" if len(config.memory_rows) == len(ROWS) else " '-': not measured (--quick)."),
+        harness.machine_facts(("torch", "transformers", "captum")),
     ]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
@@ -358,9 +315,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     parser.add_argument("--heads", type=int, help=f"attention heads ({FULL['heads']})")
     parser.add_argument("--lig-steps", type=int, help=f"LIG n_steps ({FULL['lig_steps']})")
     parser.add_argument("--lig-batch", type=int, default=64, help="LIG internal_batch_size (64)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: all cores; 1 with --quick)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--row", choices=(*ROWS, BASELINE), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-workers", type=int, default=1, help="peak-memory children at a time (1)"
+    )
+    parser.add_argument(
+        harness.PEAK_ROW_OPTION, choices=(*ROWS, harness.BASELINE), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     repeats = args.repeats or defaults["repeats"]
@@ -374,20 +338,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         slow_repeats=max(1, min(args.slow_repeats, repeats)),
         lig_steps=args.lig_steps or defaults["lig_steps"],
         lig_batch=args.lig_batch,
-        threads=args.threads or defaults.get("threads") or len(os.sched_getaffinity(0)),
+        threads=args.threads or defaults["threads"] or harness.available_cores(),
         seed=args.seed,
+        memory_workers=args.memory_workers,
+        memory_rows=QUICK_MEMORY_ROWS if args.quick else ROWS,
     )
     return args, config
 
 
 def main(argv: list[str] | None = None) -> None:
     args, config = parse_args(argv)
-    if args.row:  # a memory child: one JSON line on stdout
-        print(json.dumps({"row": args.row, "peak_rss_mib": run_row(args.row, config)}))
+    if args.peak_memory_row:  # a peak-memory child: one JSON line on stdout
+        run_row(args.peak_memory_row, config)
         return
-    times = time_rows(config)
-    peaks = {name: measure_peak(name, config) for name in (BASELINE, *ROWS)}
-    print(render(table(times, peaks), args.markdown))
+    work = build_workload(config)
+    times = time_rows(work, config)
+    del work  # the children measure memory; this process need not hold the model meanwhile
+    memory = harness.measure_peak_memory(
+        config.memory_rows, config.child_args(), workers=config.memory_workers
+    )
+    print(table(times, memory).render(args.markdown))
     print()
     for line in notes(config, times):
         print(f"- {line}" if args.markdown else line)

@@ -314,3 +314,17 @@ def test_retrieval_quick_run_prints_both_rows():
     assert rows[1][0] == "query forward (inference)" and rows[1][3] == "1.00x"
     assert rows[2][0].startswith("explain_retrieval") and rows[2][3].endswith("x")
     assert f"<= {retrieval.TIME_TARGET}x: " in rows[2][4]
+
+
+def test_text_quick_run_prints_every_row_and_the_target():
+    pytest.importorskip("transformers")
+    from benchmarks import text
+
+    done = run_script("benchmarks/text.py", "--quick", "--markdown")
+    rows = table_rows(done.stdout, "row")
+    assert rows[0] == [column.header for column in text.COLUMNS]
+    assert [row[0] for row in rows[1:]] == [*text.LABELS.values(), "baseline: model + inputs only"]
+    limit, fam = rows[1], rows[2]
+    assert limit[3] == "1.00x" and fam[3].endswith("x")
+    assert f"time <= {text.FAM_TIME_TARGET:.2f}x: " in fam[6]
+    assert limit[4] != "-" and fam[4] != "-" and rows[3][4] == "-"  # --quick: fewer children
