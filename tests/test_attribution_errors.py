@@ -271,6 +271,60 @@ def test_token_states_without_a_layout_are_refused():
         )
 
 
+@pytest.mark.parametrize(
+    ("reference", "error", "match"),
+    [
+        # Embeddings passed as token inputs: floating values where ids are expected.
+        ((torch.rand(2, 3), MASK), TypeError,
+         r"reference\[0\] holds floating point values .* \(embeddings go in reference_embeddings"),
+        # A batch dimension left out: (T,) ids for (N, T).
+        ((IDS[0], MASK[0]), ValueError, r"reference\[0\] has 1 dimension\(s\), shape \(3,\)"),
+        # A float mask where the queries have an integer one is fine; a 3-D one is not.
+        ((IDS, MASK[:, :, None]), ValueError, r"reference\[1\] has 3 dimension\(s\)"),
+        ((IDS,), ValueError, r"reference must be structured like inputs: 2 tensor\(s\); got 1"),
+    ],
+)  # fmt: skip
+def test_reference_token_inputs_must_match_the_queries(reference, error, match):
+    model = MaskedSum()
+    fam = FeatureActivationMap(model, model.layer, token_layout="sequence")
+    with pytest.raises(error, match=match):
+        fam.attribute((IDS, MASK), reference=reference, pooling_mask=1)
+    with pytest.raises(error, match=match.replace("reference", "foil")):
+        fam.attribute((IDS, MASK), reference=(IDS, MASK), foil=reference, pooling_mask=1)
+
+
+def test_both_sides_of_a_pair_must_match():
+    from captum_fam.tasks import explain_pair
+
+    model = MaskedSum()
+    fam = FeatureActivationMap(model, model.layer, token_layout="sequence")
+    with pytest.raises(ValueError, match=r"b must be structured like a: 2 tensor\(s\); got 1"):
+        explain_pair(fam, (IDS, MASK), IDS, pooling_mask=1)
+    with pytest.raises(TypeError, match=r"b\[0\] holds floating point values"):
+        explain_pair(fam, (IDS, MASK), (IDS.float(), MASK), pooling_mask=1)
+    with pytest.raises(TypeError, match="pooling_mask of a task helper must be the index"):
+        explain_pair(fam, (IDS, MASK), (IDS, MASK), pooling_mask=MASK)
+    with pytest.raises(ValueError, match=r"pooling_mask has no valid position in row\(s\) \[1\]"):
+        explain_pair(fam, (IDS, MASK), (IDS, MASK * torch.tensor([[1], [0]])), pooling_mask=1)
+
+
+def test_an_empty_sentence_is_named_before_the_model_divides_by_zero():
+    model = MaskedSum()  # its masked mean of an empty row would be NaN
+    fam = FeatureActivationMap(model, model.layer, token_layout="sequence")  # embedding="output"
+    empty = (IDS, torch.tensor([[1, 1, 1], [0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"pooling_mask of reference has no valid position"):
+        fam.attribute((IDS, MASK), reference=empty, pooling_mask=1)
+    with pytest.raises(ValueError, match=r"^pooling_mask has no valid position in row\(s\) \[1\]"):
+        fam.similarity_scores(empty, reference_embeddings=torch.rand(4), pooling_mask=1)
+
+
+def test_the_models_own_errors_pass_through_unchanged():
+    model = MaskedSum()
+    fam = FeatureActivationMap(model, model.layer, token_layout="sequence")
+    with pytest.raises(IndexError, match="index out of range"):  # nn.Embedding's own error
+        fam.attribute((IDS + 100, MASK), reference_embeddings=torch.rand(4), pooling_mask=1)
+
+
 class Structured(nn.Module):
     def __init__(self) -> None:
         super().__init__()

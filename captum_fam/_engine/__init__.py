@@ -35,6 +35,7 @@ from captum_fam._engine.combine import combine_activation_maps
 from captum_fam._engine.pooling import (
     PoolingMask,
     check_mask,
+    check_mask_before_forward,
     mask_from_inputs,
     masked_mean,
 )
@@ -186,6 +187,7 @@ class Engine:
         With ``embedding="layer"`` the forward stops after the layer. ``grad_enabled`` keeps
         the graph to the inputs, for gradient methods explaining the same score.
         """
+        check_mask_before_forward(pooling_mask, inputs, role)
         if self.embedding == "output":
             with torch.set_grad_enabled(grad_enabled):
                 output = run_forward(self.forward_func, inputs, additional_forward_args)
@@ -204,6 +206,7 @@ class Engine:
         pooling_mask: PoolingMask = None,
     ) -> Queries:
         """The query side: one forward (stopped after the layer for ``embedding="layer"``)."""
+        check_mask_before_forward(pooling_mask, inputs, "inputs")
         if self.embedding == "layer":
             activations, mask = self._activations(
                 inputs, additional_forward_args, attribute_to_layer_input, pooling_mask
@@ -332,9 +335,6 @@ class Engine:
 
         pooled = masked_mean(activations, mask)
         return Queries(activations, mask, pooled, output.detach(), pull_back)
-
-    def _read(self, value: tuple[Any, ...], inputs: tuple[Tensor, ...], to_input: bool) -> Tensor:
-        return activations_of(value, inputs, self.token_layout, to_input, self._say)
 
     def _mask(
         self,

@@ -13,7 +13,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["PoolingMask", "mask_from_inputs", "masked_mean", "positions"]
+__all__ = [
+    "PoolingMask",
+    "check_mask",
+    "check_mask_before_forward",
+    "check_mask_values",
+    "mask_from_inputs",
+    "masked_mean",
+    "positions",
+]
 
 PoolingMask = Tensor | int | None
 
@@ -66,23 +74,49 @@ def mask_from_inputs(
 
 def check_mask(mask: Any, shape: tuple[int, ...], role: str) -> Tensor:
     """A bool ``(N, *S)`` mask from 0/1 values, every row with at least one valid position."""
-    label = "pooling_mask" if role == "inputs" else f"pooling_mask of {role}"
+    label = _label(role)
+    if isinstance(mask, Tensor) and tuple(mask.shape) != shape:
+        raise ValueError(
+            f"{label} has shape {tuple(mask.shape)}; the layer's positions need (N, *S) = {shape}"
+        )
+    return check_mask_values(mask, role)
+
+
+def check_mask_values(mask: Any, role: str) -> Tensor:
+    """A bool mask from 0/1 values with a valid position in every row (any shape).
+
+    Runs before the forward too, so that an empty sentence is reported as such (and not as the
+    NaN that a masked mean over no token gives).
+    """
+    label = _label(role)
     if not isinstance(mask, Tensor):
         raise TypeError(f"{label} must be a tensor; got {type(mask).__name__}")
     if mask.is_complex():
         raise TypeError(f"{label} must hold 0 and 1 (or bool); got {mask.dtype}")
-    if tuple(mask.shape) != shape:
-        raise ValueError(
-            f"{label} has shape {tuple(mask.shape)}; the layer's positions need (N, *S) = {shape}"
-        )
     if mask.dtype != torch.bool:
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError(f"{label} must hold only 0 and 1 (or be bool)")
         mask = mask != 0
-    empty = (~mask.flatten(1).any(dim=1)).nonzero().flatten()
-    if empty.numel():
+    empty = (~mask.flatten(1).any(dim=1)).nonzero().flatten() if mask.dim() > 1 else None
+    if empty is not None and empty.numel():
         raise ValueError(
             f"{label} has no valid position in row(s) {empty.tolist()[:10]}: an example "
             "with no token to pool has no embedding"
         )
     return mask
+
+
+def check_mask_before_forward(
+    pooling_mask: PoolingMask, inputs: tuple[Tensor, ...], role: str
+) -> None:
+    """Mask values and empty rows of one side, before any forward (the shape needs the layer).
+
+    A tensor mask belongs to the queries: other sides given with one have no mask to check.
+    """
+    if pooling_mask is None or (isinstance(pooling_mask, Tensor) and role != "inputs"):
+        return
+    check_mask_values(mask_from_inputs(pooling_mask, inputs, role), role)
+
+
+def _label(role: str) -> str:
+    return "pooling_mask" if role == "inputs" else f"pooling_mask of {role}"

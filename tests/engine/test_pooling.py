@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captum_fam._engine.pooling import check_mask, mask_from_inputs, masked_mean
+from captum_fam._engine.pooling import (
+    check_mask,
+    check_mask_before_forward,
+    mask_from_inputs,
+    masked_mean,
+)
 
 
 def test_masked_mean_is_the_mean_over_valid_positions():
@@ -39,3 +44,15 @@ def test_mask_errors_name_the_side():
         mask_from_inputs(torch.ones(1, 2), (torch.ones(1, 2),), "background")
     with pytest.raises(TypeError, match="pooling_mask must be a"):
         mask_from_inputs(True, (torch.ones(1, 2),), "inputs")
+
+
+def test_masks_are_checked_before_the_forward():
+    ids = torch.ones(2, 3, dtype=torch.long)
+    empty = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"pooling_mask of reference has no valid position in "
+                                         r"row\(s\) \[1\]"):  # fmt: skip
+        check_mask_before_forward(1, (ids, empty), "reference")
+    with pytest.raises(ValueError, match="pooling_mask must hold only 0 and 1"):
+        check_mask_before_forward(torch.full((2, 3), 3), (ids,), "inputs")
+    check_mask_before_forward(empty, (ids,), "reference")  # a tensor masks the queries only
+    check_mask_before_forward(None, (ids,), "inputs")
