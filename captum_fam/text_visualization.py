@@ -178,7 +178,7 @@ def _centred(values: np.ndarray) -> colors.Normalize:
 
 
 def _annotate(axis: Any, values: np.ndarray, norm: colors.Normalize) -> None:
-    digits = 2 if norm.vmax >= 0.1 else 3
+    digits = 2 if float(norm.vmax or 0.0) >= 0.1 else 3
     for (row, column), value in np.ndenumerate(values):
         dark = abs(norm(value) - 0.5) > 0.3
         axis.text(column, row, f"{value:.{digits}f}", ha="center", va="center", fontsize=7,

@@ -105,26 +105,28 @@ def _compared_tokens(queries_a: Queries, queries_b: Queries) -> tuple[Tensor, Te
 def _is_pooled(queries: Queries) -> bool:
     """Whether the model's output is the (masked) mean of the layer itself: no head."""
     embeddings, pooled = queries.embeddings, queries.pooled
+    tolerance = _tolerance(pooled.dtype)
     return embeddings.shape == pooled.shape and bool(
-        torch.allclose(embeddings, pooled, **_tolerance(pooled.dtype))
+        torch.allclose(embeddings, pooled, rtol=tolerance["rtol"], atol=tolerance["atol"])
     )
 
 
 def _head_matrix(queries_a: Queries, queries_b: Queries) -> Tensor:
     """``W (D, C)`` from the pull-back: example k of a batch carries the row it asks for."""
     d = queries_a.embeddings.shape[1]
-    readers = [(queries_a, queries_a.count), (queries_b, queries_b.count)]
+    readers = [(queries_a.pull_back, queries_a.count), (queries_b.pull_back, queries_b.count)]
     rows: list[Tensor] = []
     eye = torch.eye(d, dtype=queries_a.embeddings.dtype, device=queries_a.embeddings.device)
     start = 0
     while start < d:
-        for queries, count in readers:
+        for pull_back, count in readers:
+            assert pull_back is not None  # both sides come through the head
             if start >= d:
                 break
             wanted = eye[start : start + count]
             coefficients = torch.zeros(count, d, dtype=eye.dtype, device=eye.device)
             coefficients[: wanted.shape[0]] = wanted
-            rows.append(queries.pull_back(coefficients)[: wanted.shape[0]])
+            rows.append(pull_back(coefficients)[: wanted.shape[0]])
             start += wanted.shape[0]
     return torch.cat(rows).to(queries_a.activations.dtype)
 

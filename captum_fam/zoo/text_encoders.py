@@ -154,6 +154,7 @@ def random_text_encoder(
     tokenizer = word_piece_tokenizer() if tokenizer is None else tokenizer
     intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
     common = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    model_class: Any
     if architecture == "distilbert":
         config = transformers.DistilBertConfig(
             dim=hidden_size, n_layers=layers, n_heads=heads, hidden_dim=intermediate_size,
@@ -213,24 +214,20 @@ def random_sentence_transformer(
     from sentence_transformers import SentenceTransformer
 
     try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import (
-            Normalize,
-            Pooling,
-            Transformer,
-        )
+        from sentence_transformers.sentence_transformer import modules
     except ImportError:
-        from sentence_transformers.models import Normalize, Pooling, Transformer
+        from sentence_transformers import models as modules  # type: ignore[no-redef,attr-defined]
 
     directory = Path(directory)
     model, tokenizer = random_text_encoder(architecture, **encoder)
     saved = directory / "transformer"
     model.save_pretrained(saved)
     tokenizer.save_pretrained(saved)
-    transformer = Transformer(str(saved))
+    transformer = modules.Transformer(str(saved))
     width = model.config.hidden_size if architecture != "distilbert" else model.config.dim
-    modules = [transformer, Pooling(width, "mean")]
+    chain = [transformer, modules.Pooling(width, "mean")]
     if normalize:
-        modules.append(Normalize())
-    sentence_model = SentenceTransformer(modules=modules, device="cpu")
+        chain.append(modules.Normalize())
+    sentence_model = SentenceTransformer(modules=chain, device="cpu")
     sentence_model.save(str(directory / "model"))
     return sentence_model.eval()
