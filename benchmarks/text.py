@@ -98,6 +98,7 @@ class Config:
     seed: int
     memory_workers: int
     memory_rows: tuple[str, ...]
+    rows: tuple[str, ...] = ROWS
 
     def child_args(self) -> list[str]:
         """The options that make a peak-memory child build exactly the same workload."""
@@ -236,14 +237,18 @@ def make_rows(work: Workload, config: Config, embeddings: tuple[Tensor, Tensor],
 
 def time_rows(work: Workload, config: Config) -> dict[str, harness.Timing]:
     embeddings = work.embeddings
+    rows = {name: run for name, run in make_rows(work, config, embeddings).items()
+            if name in config.rows}  # fmt: skip
+    slow = [name for name in (LIG, OCCLUSION) if name in rows]
+    warmups = {
+        LIG: lambda: lig_side(work, config, work.a, embeddings[1], 2),
+        OCCLUSION: lambda: occlusion_side(work, work.a, embeddings[1], positions=2),
+    }
     return harness.time_interleaved(
-        make_rows(work, config, embeddings),
+        rows,
         config.repeats,
-        repeats_of={LIG: config.slow_repeats, OCCLUSION: config.slow_repeats},
-        warmups={
-            LIG: lambda: lig_side(work, config, work.a, embeddings[1], 2),
-            OCCLUSION: lambda: occlusion_side(work, work.a, embeddings[1], positions=2),
-        },
+        repeats_of={name: config.slow_repeats for name in slow},
+        warmups={name: warmups[name] for name in slow},
     )
 
 
@@ -259,7 +264,7 @@ def run_row(name: str, config: Config) -> None:
 def table(times: dict[str, harness.Timing], memory: harness.PeakMemory) -> harness.Table:
     result = harness.Table(COLUMNS)
     limit = times[LIMIT].median
-    for name in ROWS:
+    for name in (row for row in ROWS if row in times):
         median = times[name].median
         ratio = median / limit
         measured = name in memory.peaks
@@ -286,7 +291,7 @@ def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
         f"{config.width}, {config.heads} heads; {config.pairs} sentence pairs of {config.tokens} "
         "tokens (half to all of them valid, the rest padding), mean pooling, cosine; CPU, one "
         f"process; medians over {len(times[LIMIT].milliseconds)} round-robin repeats (spread: "
-        f"fastest-slowest), LIG and occlusion over {len(times[LIG].milliseconds)} (LIG "
+        f"fastest-slowest), LIG and occlusion over {config.slow_repeats} (LIG "
         f"n_steps={config.lig_steps}, internal_batch_size={config.lig_batch}); ratios are to "
         "the limit row's median.",
         "LIG and occlusion explain each sentence's cosine with the other's embedding, computed "
@@ -296,7 +301,7 @@ def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
         "(LIG: one side; occlusion: four positions of one side, the shapes of every other "
         "step); 'above baseline' subtracts the baseline process, which only builds the model "
         "and inputs."
-        + ("" if len(config.memory_rows) == len(ROWS) else " '-': not measured (--quick)."),
+        + ("" if len(config.memory_rows) == len(ROWS) else " '-': not measured in this run."),
         harness.machine_facts(("torch", "transformers", "captum")),
     ]
 
@@ -320,6 +325,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--rows",
+        type=_row_names,
+        default=ROWS,
+        help=f"comma-separated rows to run, the limit always included ({','.join(ROWS)})",
+    )
+    parser.add_argument(
         "--memory-workers", type=int, default=1, help="peak-memory children at a time (1)"
     )
     parser.add_argument(
@@ -341,9 +352,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         threads=args.threads or defaults["threads"] or harness.available_cores(),
         seed=args.seed,
         memory_workers=args.memory_workers,
-        memory_rows=QUICK_MEMORY_ROWS if args.quick else ROWS,
+        memory_rows=tuple(
+            row for row in (QUICK_MEMORY_ROWS if args.quick else ROWS) if row in args.rows
+        ),
+        rows=args.rows,
     )
     return args, config
+
+
+def _row_names(text: str) -> tuple[str, ...]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    return tuple(row for row in ROWS if row == LIMIT or row in names)
 
 
 def main(argv: list[str] | None = None) -> None:
