@@ -149,6 +149,8 @@ def random_text_encoder(
     """
     import transformers
 
+    from captum_fam.text import RANDOM_WEIGHTS_FLAG
+
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {list(ARCHITECTURES)}; got {architecture!r}")
     tokenizer = word_piece_tokenizer() if tokenizer is None else tokenizer
@@ -174,7 +176,7 @@ def random_text_encoder(
             **common,
         )  # fmt: skip
     # Saved with the model, so that tools loading it again can say its weights are random.
-    config.captum_fam_random_weights = True
+    setattr(config, RANDOM_WEIGHTS_FLAG, True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(config)
