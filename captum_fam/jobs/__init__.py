@@ -16,7 +16,7 @@ failed run stopped. Needs the ``jobs`` extra (``pip install captum-fam[jobs]``: 
 - :mod:`.distributed`: process setup from the ``torchrun`` environment.
 """
 
-from captum_fam.jobs.distributed import DistributedContext, init_distributed
+from captum_fam.jobs.distributed import DistributedContext, JobInterrupted, init_distributed
 from captum_fam.jobs.job import DatasetExplanation, explain_dataset
 from captum_fam.jobs.references import GalleryShard, shard_rows
 from captum_fam.jobs.store import StoreError
@@ -25,6 +25,7 @@ __all__ = [
     "DatasetExplanation",
     "DistributedContext",
     "GalleryShard",
+    "JobInterrupted",
     "StoreError",
     "explain_dataset",
     "init_distributed",

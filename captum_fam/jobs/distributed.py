@@ -10,7 +10,9 @@ and needs no setup at all: every collective below is then the identity.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,9 +20,26 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["DistributedContext", "init_distributed"]
+__all__ = ["DistributedContext", "JobInterrupted", "init_distributed"]
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class JobInterrupted(RuntimeError):
+    """A collective failed: another rank of the job died, was stopped or timed out."""
+
+
+@contextlib.contextmanager
+def _collective(name: str) -> Iterator[None]:
+    try:
+        yield
+    except RuntimeError as error:  # the backend's error: a closed connection, a timeout
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise JobInterrupted(
+            f"{name} failed: another rank of the job stopped, failed or timed out (see its "
+            "log). Chunks completed so far are kept: run the same job again to resume. "
+            f"Backend error: {first_line}"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -47,21 +66,24 @@ class DistributedContext:
 
     def barrier(self) -> None:
         if self.world_size > 1:
-            dist.barrier()
+            with _collective("barrier"):
+                dist.barrier()
 
     def all_reduce_sum(self, tensor: Tensor) -> Tensor:
         """The element-wise sum over ranks (returned on ``tensor``'s device)."""
         if self.world_size == 1:
             return tensor
         moved = tensor.to(self.device)
-        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        with _collective("all_reduce"):
+            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
         return moved.to(tensor.device)
 
     def all_reduce_max(self, value: int) -> int:
         if self.world_size == 1:
             return value
         tensor = torch.tensor([value], dtype=torch.int64, device=self.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        with _collective("all_reduce"):
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return int(tensor.item())
 
     def all_gather(self, tensor: Tensor) -> list[Tensor]:
@@ -70,7 +92,8 @@ class DistributedContext:
             return [tensor]
         moved = tensor.contiguous().to(self.device)
         gathered = [torch.empty_like(moved) for _ in range(self.world_size)]
-        dist.all_gather(gathered, moved)
+        with _collective("all_gather"):
+            dist.all_gather(gathered, moved)
         return [t.to(tensor.device) for t in gathered]
 
     def all_to_all(self, tensors: list[Tensor]) -> list[Tensor]:
@@ -82,7 +105,8 @@ class DistributedContext:
             return list(tensors)
         sent = [t.contiguous().to(self.device) for t in tensors]
         received = [torch.empty_like(sent[0]) for _ in range(self.world_size)]
-        dist.all_to_all(received, sent)
+        with _collective("all_to_all"):
+            dist.all_to_all(received, sent)
         return [t.to(tensors[0].device) for t in received]
 
     def broadcast_object(self, value: object) -> object:
@@ -90,7 +114,8 @@ class DistributedContext:
         if self.world_size == 1:
             return value
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        with _collective("broadcast"):
+            dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def all_gather_object(self, value: object) -> list[object]:
@@ -98,7 +123,8 @@ class DistributedContext:
         if self.world_size == 1:
             return [value]
         gathered: list[object] = [None] * self.world_size
-        dist.all_gather_object(gathered, value)
+        with _collective("all_gather"):
+            dist.all_gather_object(gathered, value)
         return gathered
 
 
