@@ -21,9 +21,8 @@ from captum_fam.jobs.fingerprint import (
     similarity_digest,
     tensor_digest,
 )
-from captum_fam.jobs.items import Batch, ItemSignature, batch_loader, read_item
+from captum_fam.jobs.items import ItemSignature, batch_loader, read_item
 from captum_fam.jobs.references import (
-    Explained,
     FixedReferences,
     GalleryReferences,
     PrototypeReferences,
@@ -31,6 +30,7 @@ from captum_fam.jobs.references import (
 from captum_fam.jobs.sharding import batches_of, chunk_range, rank_chunks
 from captum_fam.jobs.store import JobStore, StoreLayout
 from captum_fam.jobs.summary import chunk_sums, reduce_summary
+from captum_fam.jobs.writer import ChunkWriter
 
 __all__ = ["DatasetExplanation", "explain_dataset"]
 
@@ -258,33 +258,36 @@ def explain_dataset(
         steps = context.all_reduce_max(steps)
     bar = _progress_bar(progress and context.is_main, sum(len(b) for b in batches), context,
                         len(mine) - len(pending))  # fmt: skip
-    writer = _ChunkWriter(store, layout, sums)
+    writer = ChunkWriter(store, sums)
     explain_args = {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights}
     loaded = iter(batch_loader(dataset, batches, signature, num_workers))
-    for _ in range(steps):
-        batch = next(loaded, None)
-        with torch.no_grad():
-            if references.collective:
-                assert isinstance(references, GalleryReferences)
-                queries = None if batch is None else _queries(
-                    engine, batch.inputs, device, pooling_mask
-                )  # fmt: skip
-                explained = references.explain_step(
-                    engine, queries, batch_size, dim, dtype, context, explain_args
-                )
-            else:
-                assert batch is not None and not isinstance(references, GalleryReferences)
-                queries = _queries(engine, batch.inputs, device, pooling_mask)
-                explained = references.explain(
-                    engine, queries, batch.indices, batch.labels, explain_args
-                )
-        if batch is not None:
-            assert explained is not None
-            writer.add(batch, explained)
-            if bar is not None:
-                bar.update(len(batch.indices))
-    if bar is not None:
-        bar.close()
+    try:
+        for _ in range(steps):
+            batch = next(loaded, None)
+            with torch.no_grad():
+                if references.collective:
+                    assert isinstance(references, GalleryReferences)
+                    queries = None if batch is None else _queries(
+                        engine, batch.inputs, device, pooling_mask
+                    )  # fmt: skip
+                    explained = references.explain_step(
+                        engine, queries, batch_size, dim, dtype, context, explain_args
+                    )
+                else:
+                    assert batch is not None and not isinstance(references, GalleryReferences)
+                    queries = _queries(engine, batch.inputs, device, pooling_mask)
+                    explained = references.explain(
+                        engine, queries, batch.indices, batch.labels, explain_args
+                    )
+            if batch is not None:
+                assert explained is not None
+                writer.add(batch, explained)
+                if bar is not None:
+                    bar.update(len(batch.indices))
+    finally:  # chunks finished before an error are written all the same
+        writer.close()
+        if bar is not None:
+            bar.close()
 
     summary = reduce_summary(sums, layout, context)
     if context.is_main:
@@ -292,44 +295,6 @@ def explain_dataset(
     counts = context.all_reduce_sum(torch.tensor([len(pending), len(mine) - len(pending)]))
     context.barrier()  # the store is complete for every rank that returns
     return DatasetExplanation(os.fspath(out), summary, int(counts[0]), int(counts[1]))
-
-
-class _ChunkWriter:
-    """Collects a chunk's batches and writes the chunk once it is whole."""
-
-    def __init__(self, store: JobStore, layout: StoreLayout, sums: dict[int, np.ndarray]) -> None:
-        self.store, self.layout, self.sums = store, layout, sums
-        self.parts: list[dict[str, np.ndarray]] = []
-
-    def add(self, batch: Batch, explained: Explained) -> None:
-        layout = self.layout
-        part = {
-            "items": np.arange(batch.indices.start, batch.indices.stop, dtype=np.int64),
-            "maps": explained.maps.detach().cpu().numpy().astype(layout.map_dtype),
-            "scores": explained.scores.detach().cpu().numpy().astype(np.float32),
-            "indices": explained.indices.cpu().numpy().astype(np.int64),
-        }
-        if layout.labels:
-            assert batch.labels is not None
-            part["labels"] = batch.labels.numpy()
-        if layout.predictions:
-            assert explained.predictions is not None
-            part["predictions"] = explained.predictions.numpy().astype(np.int64)
-        if layout.masks:
-            from captum_fam.metrics import energy_pointing_game, pointing_game
-
-            assert batch.masks is not None
-            first = explained.maps[:, 0:1].detach().cpu()
-            part["pointing"] = pointing_game(first, batch.masks).numpy().astype(np.int8)
-            part["energy"] = energy_pointing_game(first, batch.masks).numpy().astype(np.float32)
-        self.parts.append(part)
-        size = layout.chunk_size
-        chunk = batch.indices.start // size
-        if batch.indices.stop == chunk_range(chunk, layout.items, size).stop:
-            data = {name: np.concatenate([p[name] for p in self.parts]) for name in part}
-            self.parts = []
-            self.store.write_chunk(chunk, data)
-            self.sums[chunk] = chunk_sums(data, layout)
 
 
 def _queries(
