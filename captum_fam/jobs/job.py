@@ -140,8 +140,9 @@ def explain_dataset(
 
     The store holds ``maps (N, R, *S)``, ``scores (N, R)``, ``indices (N, R)`` (the reference
     row, prototype row or gallery row each map explains; R = 1, or k for a gallery),
-    ``items (N,)``, ``labels`` and ``predictions (N,)`` with labels and prototypes,
-    ``pointing (N,)`` (1 hit, 0 miss) and ``energy (N,)`` with masks, and ``chunk_digest``.
+    ``item_index (N,)`` (each row's item, -1 until written), ``labels`` and
+    ``predictions (N,)`` with labels and prototypes, ``pointing (N,)`` (1 hit, 0 miss) and
+    ``energy (N,)`` with masks, and ``chunk_digest`` (the chunks' completion records).
     Its attributes hold the settings and, once every chunk is complete, ``summary``:
     ``mean_score``, ``pointing_rate``, ``energy_rate``, ``accuracy`` and ``mean_map`` (of
     each item's first map).

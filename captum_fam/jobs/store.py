@@ -73,7 +73,7 @@ class StoreLayout:
             len(space), tuple(f"s{i}" for i in range(len(space)))
         )
         arrays = {
-            "items": ((n,), "int64", -1, ("item",)),
+            "item_index": ((n,), "int64", -1, ("item",)),
             "maps": ((n, r, *space), self.map_dtype, float("nan"), ("item", "reference", *spatial)),
             "scores": ((n, r), "float32", float("nan"), ("item", "reference")),
             "indices": ((n, r), "int64", -1, ("item", "reference")),

@@ -27,14 +27,14 @@ _ITEMS, _SCORE, _POINTING, _ENERGY, _CORRECT, _MAP = range(6)
 def chunk_sums(data: dict[str, np.ndarray], layout: StoreLayout) -> np.ndarray:
     """One chunk's row of the summary table, from its stored arrays."""
     row = np.zeros(_MAP + math.prod(layout.map_shape), dtype=np.float64)
-    row[_ITEMS] = len(data["items"])
+    row[_ITEMS] = len(data["item_index"])
     row[_SCORE] = data["scores"][:, 0].astype(np.float64).sum()
     if layout.masks:
         row[_POINTING] = data["pointing"].astype(np.float64).sum()
         row[_ENERGY] = data["energy"].astype(np.float64).sum()
     if layout.predictions:
         row[_CORRECT] = float((data["predictions"] == data["labels"]).sum())
-    row[_MAP:] = data["maps"][:, 0].astype(np.float64).reshape(len(data["items"]), -1).sum(0)
+    row[_MAP:] = data["maps"][:, 0].astype(np.float64).reshape(len(data["item_index"]), -1).sum(0)
     return row
 
 

@@ -78,7 +78,7 @@ class ChunkWriter:
 def _arrays(batch: Batch, explained: Explained, layout: StoreLayout) -> dict[str, np.ndarray]:
     """One batch's rows of every array, in the store's dtypes."""
     part = {
-        "items": np.arange(batch.indices.start, batch.indices.stop, dtype=np.int64),
+        "item_index": np.arange(batch.indices.start, batch.indices.stop, dtype=np.int64),
         "maps": explained.maps.detach().cpu().numpy().astype(layout.map_dtype),
         "scores": explained.scores.detach().cpu().numpy().astype(np.float32),
         "indices": explained.indices.cpu().numpy().astype(np.int64),

@@ -131,7 +131,7 @@ def test_two_processes_equal_one(runs):
     for kind in "pg":
         two, one = arrays(paths[f"{kind}2"]), arrays(paths[f"{kind}1"])
         assert_same_arrays(two, one)
-        assert two["items"].tolist() == list(range(job_worker.ITEMS))
+        assert two["item_index"].tolist() == list(range(job_worker.ITEMS))
         assert attributes(paths[f"{kind}2"])["summary"] == attributes(paths[f"{kind}1"])["summary"]
     assert arrays(paths["g2"])["indices"].shape == (job_worker.ITEMS, 3)  # sharded top-3
 
@@ -148,7 +148,7 @@ def test_a_killed_rank_fails_loudly_and_the_rerun_completes_the_store(runs):
                           "resumed": int(done.sum())}  # fmt: skip
     assert_same_arrays(arrays(paths["killed"]), arrays(paths["p2"]))
     assert attributes(paths["killed"]) == attributes(paths["p2"])  # summary, settings, status
-    assert arrays(paths["killed"])["items"].tolist() == list(range(job_worker.ITEMS))
+    assert arrays(paths["killed"])["item_index"].tolist() == list(range(job_worker.ITEMS))
 
 
 def test_a_changed_world_size_is_refused(runs):

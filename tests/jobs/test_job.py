@@ -68,7 +68,7 @@ def test_fixed_references_equal_fam_attribute(setup, tmp_path):
     assert torch.equal(torch.from_numpy(stored["maps"]), maps)  # bit for bit
     scores = batched(lambda x: fam.similarity_scores(x, reference_embeddings=reference), images)
     assert torch.equal(torch.from_numpy(stored["scores"][:, 0]), scores)
-    assert stored["items"].tolist() == list(range(ITEMS)) and (stored["indices"] == 0).all()
+    assert stored["item_index"].tolist() == list(range(ITEMS)) and (stored["indices"] == 0).all()
     assert stored["pointing"].tolist() == pointing_game(maps, masks).to(torch.int8).tolist()
     assert np.allclose(stored["energy"], energy_pointing_game(maps, masks).numpy())
     assert np.array_equal(stored["reference_embeddings"], reference.numpy())

@@ -21,7 +21,7 @@ SINGLE = DistributedContext()
 def chunk(first: int, stop: int, value: float = 0.5) -> dict[str, np.ndarray]:
     n = stop - first
     return {
-        "items": np.arange(first, stop, dtype=np.int64),
+        "item_index": np.arange(first, stop, dtype=np.int64),
         "maps": np.full((n, 1, 2, 3), value, dtype=np.float16),
         "scores": np.full((n, 1), value, dtype=np.float32),
         "indices": np.zeros((n, 1), dtype=np.int64),
@@ -50,7 +50,7 @@ def test_creates_arrays_chunked_by_items(tmp_path):
     assert group["maps"].dtype == np.float16 and group["chunk_digest"].shape == (3,)
     assert group["maps"].metadata.dimension_names == ("item", "reference", "y", "x")
     assert group.attrs["status"] == "running" and group.attrs[ATTRIBUTE]["fingerprint"]
-    assert np.isnan(group["scores"][:]).all() and (group["items"][:] == -1).all()
+    assert np.isnan(group["scores"][:]).all() and (group["item_index"][:] == -1).all()
     assert (store.recorded_digests() == 0).all()
 
 

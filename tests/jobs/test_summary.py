@@ -17,7 +17,7 @@ def data(first: int, stop: int) -> dict[str, np.ndarray]:
     items = np.arange(first, stop)
     maps = np.stack([items, -items], axis=1).astype(np.float32)[:, :, None, None]
     return {
-        "items": items,
+        "item_index": items,
         "maps": np.concatenate([maps, maps * 2], axis=3),  # (n, 2, 1, 2)
         "scores": np.stack([items / 10, items], axis=1).astype(np.float32),
         "labels": items % 2,

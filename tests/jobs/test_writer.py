@@ -43,7 +43,7 @@ def test_chunks_are_assembled_and_written_in_the_background():
         writer.add(*batch(start, stop))
     writer.close()
     assert sorted(store.written) == [0, 1] and store.threads == {"chunk-writer"}
-    assert store.written[0]["items"].tolist() == [0, 1, 2, 3]
+    assert store.written[0]["item_index"].tolist() == [0, 1, 2, 3]
     assert store.written[1]["maps"].dtype == "float16" and store.written[1]["maps"].shape == (
         2,
         1,
