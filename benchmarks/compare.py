@@ -8,8 +8,12 @@ Models (``--model``):
   the pooled last block (``load_shapes_head_model``), so the two scores differ. This option
   needs a captum_fam whose ``captum_fam.zoo`` has ``load_shapes_head_model``; ``shapes`` runs
   without it.
+- ``common-mode``: the shipped shapes model with a shared, tilted component on every channel of
+  the explained layer, which its head centres away (``load_common_mode_model``): the mechanism
+  that makes layer-space maps reference-agnostic on a real face network.
 
-Either falls back to random weights, with a note in the output, if its weights file is missing.
+The first two fall back to random weights, with a note in the output, if their weights file is
+missing.
 
 Workload: two-object images from ``make_shapes(n, objects=2)``. References are class prototypes:
 the mean embedding of single-object support images of each class
@@ -29,7 +33,10 @@ RGB):
 - Captum LayerGradCam at ``block4`` and IntegratedGradients (black baseline, 50 steps; 20 with
   ``--quick``), both on ``metrics.similarity_forward`` of the default FAM: the model's output
   cosine, through autograd;
-- activation: the mean channel activation of ``block4`` (reference-agnostic);
+- background FAM: ``weighting="reference"`` against a background set (the method's embeddings of
+  16 ordinary two-object scenes), both embeddings: "why this prototype rather than a typical
+  scene";
+- activation: the mean channel activation of the layer (reference-agnostic);
 - random: a fixed uniform random 8x8 map (model- and reference-agnostic: the chance level).
 
 Columns (arrows give the better direction):
@@ -44,6 +51,10 @@ Columns (arrows give the better direction):
   the model's modules from the top (the head, if any, then block4 down to block1; prototypes
   re-embedded with the randomised model), shown as "after the first / after all"; a map that
   does not depend on the weights stays at 1;
+- agnostic: the median Pearson correlation, over the layer's positions, of map A (brought to
+  the layer's grid) with the reference-agnostic activation map (``metrics.position_correlation``,
+  as ``metrics.reference_dependence`` does for FAM); 1 means the map ignores the reference, and
+  0.97 is where ``reference_dependence`` flags it;
 - time / forward: the method's median wall time for all N images (prototypes cached), as a
   ratio to the median of one inference forward of the N images; the forward and the methods
   are timed round-robin in one process (``benchmarks/harness.py``), 3 repeats (1 with
@@ -65,12 +76,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerGradCam
 from torch import Tensor, nn
 
 from captum_fam import FeatureActivationMap, metrics
 from captum_fam.tasks import class_prototypes
-from captum_fam.zoo import SHAPE_CLASSES, ShapesEmbeddingNet, load_shapes_model, make_shapes
+from captum_fam.zoo import (
+    SHAPE_CLASSES,
+    ShapesEmbeddingNet,
+    load_common_mode_model,
+    load_shapes_model,
+    make_shapes,
+)
 
 if __package__:
     from benchmarks import harness
@@ -82,8 +100,9 @@ try:
 except ImportError:  # a captum_fam without the projection-head model: --model shapes only
     ShapesProjectionNet = load_shapes_head_model = None
 
-Explain = Callable[[nn.Module, Tensor, Tensor, Tensor, "Config"], Tensor]
-MODELS = ("shapes", "shapes-head")
+Explain = Callable[..., Tensor]  # (model, layer, images, rows, foil_rows, background, config)
+MODELS = ("shapes", "shapes-head", "common-mode")
+BACKGROUND = 16  # ordinary scenes in a background set
 POINTING_TOLERANCE = 0.05  # of the image side
 IG = "IntegratedGradients"
 
@@ -94,6 +113,7 @@ COLUMNS = (
     harness.Column("pointing", "pointing ↑", "right"),
     harness.Column("specificity", "specificity ↑", "right"),
     harness.Column("rho", "rand. ρ ↓", "right"),
+    harness.Column("agnostic", "agnostic ↓", "right"),
     harness.Column("time", "time / forward ↓", "right"),
 )
 
@@ -131,62 +151,76 @@ class Method:
     explain: Explain  # (model, images, rows, foil_rows, config) -> maps
 
 
-def fam_method(embedding: str, weighting: str, contrastive: bool) -> Method:
-    def explain(model, images, rows, foil_rows, cfg):
-        fam = FeatureActivationMap(model, model.block4, weighting=weighting, embedding=embedding)
-        foil = foil_rows if contrastive else None
-        return fam.attribute(images, reference_embeddings=rows, foil_embeddings=foil)
+def fam_method(embedding: str, weighting: str, contrast: str | None) -> Method:
+    def explain(model, layer, images, rows, foil_rows, background, cfg):
+        fam = FeatureActivationMap(model, layer, weighting=weighting, embedding=embedding)
+        return fam.attribute(
+            images,
+            reference_embeddings=rows,
+            foil_embeddings=foil_rows if contrast == "foil" else None,
+            background_embeddings=background if contrast == "background" else None,
+        )
 
     return Method(embedding, explain)
 
 
-def output_similarity(model: nn.Module) -> Callable[..., Tensor]:
+def output_similarity(model: nn.Module, layer: nn.Module) -> Callable[..., Tensor]:
     """The model's output cosine as a differentiable forward ``f(images, rows) -> (N,)``."""
-    return metrics.similarity_forward(FeatureActivationMap(model, model.block4, embedding="output"))
+    return metrics.similarity_forward(FeatureActivationMap(model, layer, embedding="output"))
 
 
-def grad_cam(model, images, rows, foil_rows, cfg):
+def grad_cam(model, layer, images, rows, foil_rows, background, cfg):
     with torch.enable_grad():
-        return LayerGradCam(output_similarity(model), model.block4).attribute(
+        return LayerGradCam(output_similarity(model, layer), layer).attribute(
             images, additional_forward_args=(rows,), relu_attributions=True
         ).detach()  # fmt: skip
 
 
-def integrated_gradients(model, images, rows, foil_rows, cfg):
+def integrated_gradients(model, layer, images, rows, foil_rows, background, cfg):
     with torch.enable_grad():
-        attributions = IntegratedGradients(output_similarity(model)).attribute(
+        attributions = IntegratedGradients(output_similarity(model, layer)).attribute(
             images, baselines=0.0, additional_forward_args=(rows,), n_steps=cfg.ig_steps,
             internal_batch_size=max(len(images), 64),
         )  # fmt: skip
     return attributions.detach().sum(dim=1, keepdim=True)
 
 
-def activation(model, images, rows, foil_rows, cfg):
+def layer_activations(model: nn.Module, layer: nn.Module, images: Tensor) -> Tensor:
     captured = []
-    hook = model.block4.register_forward_hook(lambda m, i, o: captured.append(o))
+    hook = layer.register_forward_hook(lambda m, i, o: captured.append(o))
     try:
         with torch.no_grad():
             model(images)
     finally:
         hook.remove()
-    return captured[-1].mean(dim=1, keepdim=True)
+    return captured[-1]
 
 
-def random_map(model, images, rows, foil_rows, cfg):
+def activation(model, layer, images, rows, foil_rows, background, cfg):
+    return layer_activations(model, layer, images).mean(dim=1, keepdim=True)
+
+
+def random_map(model, layer, images, rows, foil_rows, background, cfg):
     g = torch.Generator().manual_seed(cfg.seed)
     return torch.rand(len(images), 1, 8, 8, generator=g)
 
 
-def fam_label(embedding: str, weighting: str, contrastive: bool) -> str:
-    return f"{'contrastive ' if contrastive else ''}FAM ({embedding}, {weighting})"
+def fam_label(embedding: str, weighting: str, contrast: str | None = None) -> str:
+    prefix = {None: "", "foil": "contrastive ", "background": "background "}[contrast]
+    return f"{prefix}FAM ({embedding}, {weighting})"
 
 
 METHODS: dict[str, Method] = {
-    fam_label(embedding, weighting, contrastive): fam_method(embedding, weighting, contrastive)
+    fam_label(embedding, weighting, contrast): fam_method(embedding, weighting, contrast)
     for embedding in ("output", "layer")
     for weighting in ("reference", "contribution")
-    for contrastive in (False, True)
+    for contrast in (None, "foil")
 }
+METHODS.update({
+    fam_label(embedding, "reference", "background"): fam_method(embedding, "reference",
+                                                                "background")
+    for embedding in ("output", "layer")
+})  # fmt: skip
 METHODS.update({
     "LayerGradCam": Method("output", grad_cam),
     IG: Method("output", integrated_gradients),
@@ -201,18 +235,40 @@ METHODS.update({
 @dataclass
 class Workload:
     model: nn.Module
+    layer_name: str  # the explained layer, found again in randomised copies
     images: Tensor
     labels: Tensor  # (N, 2) classes of objects A and B
     masks: Tensor  # (N, 2, H, W)
     support: Tensor  # (classes * support, 3, H, W)
     support_labels: Tensor
     rows: dict[str, tuple[Tensor, Tensor]]  # space -> prototypes of A's and of B's class
+    background: dict[str, Tensor]  # space -> embeddings of the background set
+    agnostic: Tensor  # (N, 1, h, w) the reference-agnostic map of the images
     randomised: list[str]  # the modules randomised, top first
     note: str
 
+    @property
+    def layer(self) -> nn.Module:
+        return self.model.get_submodule(self.layer_name)
 
-def load_model(cfg: Config) -> tuple[nn.Module, str]:
-    """The model and a note on its weights (random weights if the file cannot be loaded)."""
+
+def load_model(cfg: Config) -> tuple[nn.Module, str, str]:
+    """The model, its layer's name and a note on its weights (random if they cannot load)."""
+    if cfg.model == "common-mode":
+        model, _ = load_common_mode_model()
+        return (
+            model,
+            "layer",
+            (
+                "shapes model with a common mode (load_common_mode_model(): shared offset 5x the "
+                "mean activation on every channel, tilt 2, centring head), shipped trunk weights"
+            ),
+        )
+    model, note = load_weights(cfg)
+    return model, "block4", note
+
+
+def load_weights(cfg: Config) -> tuple[nn.Module, str]:
     if cfg.model == "shapes-head":
         loader, architecture = load_shapes_head_model, ShapesProjectionNet
         name = "shapes model with a projection head"
@@ -231,10 +287,15 @@ def load_model(cfg: Config) -> tuple[nn.Module, str]:
 
 
 def prototype_rows(
-    model: nn.Module, space: str, support: Tensor, support_labels: Tensor, labels: Tensor
+    model: nn.Module,
+    layer: nn.Module,
+    space: str,
+    support: Tensor,
+    support_labels: Tensor,
+    labels: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """The prototypes of A's and of B's class, ``(N, D)`` each, in ``space``, with ``model``."""
-    embeddings = FeatureActivationMap(model, model.block4, embedding=space).embed(support)
+    embeddings = FeatureActivationMap(model, layer, embedding=space).embed(support)
     classes, prototypes = class_prototypes(embeddings, support_labels)
     index = torch.searchsorted(classes, labels)
     if not bool((classes[index.clamp_max(len(classes) - 1)] == labels).all()):
@@ -244,7 +305,8 @@ def prototype_rows(
 
 def build(cfg: Config) -> Workload:
     harness.seed_everything(cfg.seed)
-    model, note = load_model(cfg)
+    model, layer_name, note = load_model(cfg)
+    layer = model.get_submodule(layer_name)
     batch = make_shapes(cfg.n, objects=2, seed=cfg.seed + 1)
     support = [
         make_shapes(cfg.support, classes=[c], seed=1000 + c) for c in range(len(SHAPE_CLASSES))
@@ -252,21 +314,32 @@ def build(cfg: Config) -> Workload:
     support_images = torch.cat([s.images for s in support])
     support_labels = torch.cat([s.labels[:, 0] for s in support])
     rows = {
-        space: prototype_rows(model, space, support_images, support_labels, batch.labels)
+        space: prototype_rows(model, layer, space, support_images, support_labels, batch.labels)
         for space in ("output", "layer")
     }
-    named = dict(model.named_children())
+    ordinary = make_shapes(BACKGROUND, objects=2, seed=cfg.seed + 7).images
+    background = {
+        space: FeatureActivationMap(model, layer, embedding=space).embed(ordinary)
+        for space in ("output", "layer")
+    }
+    named = dict(model.named_modules())
     randomised = [
-        name for name in ("head", "block4", "block3", "block2", "block1") if name in named
+        full
+        for short in ("head", "block4", "block3", "block2", "block1")
+        for full in named
+        if full.rsplit(".", 1)[-1] == short
     ]
     return Workload(
         model=model,
+        layer_name=layer_name,
         images=batch.images,
         labels=batch.labels,
         masks=batch.masks,
         support=support_images,
         support_labels=support_labels,
         rows=rows,
+        background=background,
+        agnostic=layer_activations(model, layer, batch.images).mean(dim=1, keepdim=True),
         randomised=randomised,
         note=note,
     )
@@ -286,8 +359,11 @@ def time_methods(work: Workload, cfg: Config) -> tuple[dict[str, float], float]:
     def call(name: str, count: int | None = None) -> Callable[[], object]:
         method = METHODS[name]
         rows_a, rows_b = work.rows[method.space]
+        background, layer = work.background[method.space], work.layer
         n = count or len(images)
-        return lambda: method.explain(model, images[:n], rows_a[:n], rows_b[:n], cfg)
+        return lambda: method.explain(
+            model, layer, images[:n], rows_a[:n], rows_b[:n], background, cfg
+        )
 
     rows = {"forward": forward, **{name: call(name) for name in METHODS}}
     times = harness.time_interleaved(
@@ -305,14 +381,18 @@ def evaluate(name: str, work: Workload, cfg: Config) -> dict[str, Tensor | float
     method = METHODS[name]
     model, images = work.model, work.images
     rows_a, rows_b = work.rows[method.space]
-    scorer = FeatureActivationMap(model, model.block4, embedding="output")
+    layer, background = work.layer, work.background[method.space]
+    scorer = FeatureActivationMap(model, layer, embedding="output")
     output_a = work.rows["output"][0]
 
     def score_a(x: Tensor) -> Tensor:
         return scorer.similarity_scores(x, reference_embeddings=output_a)
 
-    maps_a = method.explain(model, images, rows_a, rows_b, cfg)
-    maps_b = method.explain(model, images, rows_b, rows_a, cfg)
+    maps_a = method.explain(model, layer, images, rows_a, rows_b, background, cfg)
+    maps_b = method.explain(model, layer, images, rows_b, rows_a, background, cfg)
+    grid = tuple(work.agnostic.shape[-2:])
+    on_grid = maps_a if tuple(maps_a.shape[-2:]) == grid else F.adaptive_avg_pool2d(maps_a, grid)
+    agnostic = metrics.position_correlation(on_grid.float(), work.agnostic)
     curves = dict(steps=cfg.steps, batch_size=256)
     tolerance = POINTING_TOLERANCE * max(images.shape[-2:])
     hits_a = metrics.pointing_game(maps_a, work.masks[:, 0], tolerance)
@@ -323,8 +403,11 @@ def evaluate(name: str, work: Workload, cfg: Config) -> dict[str, Tensor | float
     sub_images, sub_labels = images[:r], work.labels[:r]
 
     def explain_with(m: nn.Module) -> Tensor:
-        a, b = prototype_rows(m, method.space, work.support, work.support_labels, sub_labels)
-        return method.explain(m, sub_images, a, b, cfg)
+        copy_layer = m.get_submodule(work.layer_name)
+        a, b = prototype_rows(
+            m, copy_layer, method.space, work.support, work.support_labels, sub_labels
+        )
+        return method.explain(m, copy_layer, sub_images, a, b, background, cfg)
 
     randomised = metrics.randomization_check(
         explain_with, model, layers=work.randomised, seed=cfg.seed
@@ -337,6 +420,7 @@ def evaluate(name: str, work: Workload, cfg: Config) -> dict[str, Tensor | float
         "specificity": specific.float(),
         "rho_first": float(rho[0]),
         "rho_all": float(rho[-1]),
+        "agnostic": float(agnostic.nanmedian()),
     }
 
 
@@ -357,6 +441,7 @@ def results_table(results: dict[str, dict], ratios: dict[str, float]) -> harness
             pointing=f"{mean(r['pointing']):.2f}",
             specificity=f"{mean(r['specificity']):.2f}",
             rho=f"{r['rho_first']:.2f} / {r['rho_all']:.2f}",
+            agnostic=f"{r['agnostic']:.2f}",
             time=f"{ratios[name]:.2f}x",
         )
     return table
@@ -369,6 +454,7 @@ SCORES: dict[str, tuple[Callable[[dict, float], float], bool]] = {
     "pointing ↑": (lambda r, t: mean(r["pointing"]), False),
     "specificity ↑": (lambda r, t: mean(r["specificity"]), False),
     "rand. ρ ↓": (lambda r, t: float(r["rho_all"]), True),
+    "agnostic ↓": (lambda r, t: float(r["agnostic"]), True),
     "time / forward ↓": (lambda r, t: t, True),
 }
 
@@ -387,8 +473,8 @@ def weighting_comparison(results: dict[str, dict]) -> list[str]:
     """Per-image paired comparison of the two FAM weightings, for each embedding."""
     lines = []
     for embedding in ("output", "layer"):
-        c = results[fam_label(embedding, "contribution", False)]
-        r = results[fam_label(embedding, "reference", False)]
+        c = results[fam_label(embedding, "contribution")]
+        r = results[fam_label(embedding, "reference")]
         for key, label, lower in (
             ("deletion", "deletion AUC", True),
             ("insertion", "insertion AUC", False),
@@ -435,9 +521,11 @@ def report(
             results_table(results, ratios).render(markdown),
             "",
             "FAM (embedding, weighting); contrastive rows take the other object's prototype as",
-            "the foil. Scores are means over images, all on the model's output cosine to A's",
-            "class prototype; pointing over both maps; rand. ρ: Spearman after randomising",
-            f"{work.randomised[0]} / all of {cascade}.",
+            f"the foil, background rows the embeddings of {BACKGROUND} ordinary scenes. Scores",
+            "are means over images, all on the model's output cosine to A's class prototype;",
+            "pointing over both maps; rand. ρ: Spearman after randomising",
+            f"{work.randomised[0]} / all of {cascade}; agnostic: median correlation of map A with",
+            "the reference-agnostic activation map.",
             "",
             "Best per column:",
             "",
@@ -460,7 +548,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument(
         "--model", choices=MODELS, default="shapes",
-        help="shapes: the shipped shapes model; shapes-head: with a projection head",
+        help="shapes: the shipped shapes model; shapes-head: with a projection head; "
+        "common-mode: a layer whose channels share a tilted offset that the head removes",
     )  # fmt: skip
     parser.add_argument("--n", type=int)
     parser.add_argument("--steps", type=int)

@@ -229,7 +229,7 @@ _BUILT_IN: dict[str, type[Similarity]] = {
 }
 
 SIMILARITIES = tuple(_BUILT_IN)
-"""The built-in similarities, by name."""
+"""The names of the built-in similarities, accepted as ``similarity=``."""
 
 
 def resolve_similarity(similarity: str | Similarity | SimilarityFn) -> Similarity:

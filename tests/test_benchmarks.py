@@ -292,6 +292,18 @@ def test_compare_quick_run_on_the_head_model():
     assert "cascade: head, block4" in done.stdout
 
 
+def test_compare_quick_run_on_the_common_mode_model():
+    from benchmarks import compare
+
+    done = run_script("benchmarks/compare.py", "--quick", "--markdown", "--model", "common-mode")
+    rows = table_rows(done.stdout, "method")
+    assert [row[0] for row in rows[1:]] == list(compare.METHODS)
+    assert "cascade: trunk.block4, trunk.block3" in done.stdout
+    agnostic = {row[0]: float(row[-2]) for row in rows[1:]}
+    assert agnostic["activation"] == 1.0  # the reference-agnostic map itself
+    assert agnostic["FAM (layer, reference)"] > agnostic["FAM (output, reference)"]
+
+
 def test_retrieval_quick_run_prints_both_rows():
     pytest.importorskip("torchvision")
     from benchmarks import retrieval

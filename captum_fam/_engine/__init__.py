@@ -20,25 +20,16 @@ The engine holds no per-call state, so one engine serves concurrent calls from t
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import captum
 import torch
 from torch import Tensor, nn
 
 from captum_fam._checks import all_finite, check_choice
-from captum_fam._compat import (
-    format_additional_forward_args,
-    layer_eval_data_parallel,
-    original_module,
-)
+from captum_fam._compat import layer_eval_data_parallel, original_module
 from captum_fam._engine.capture import LayerDidNotRun, capture_layer, run_forward
 from captum_fam._engine.combine import combine_activation_maps
 from captum_fam._engine.pooling import (
@@ -47,11 +38,22 @@ from captum_fam._engine.pooling import (
     mask_from_inputs,
     masked_mean,
 )
+from captum_fam._engine.reading import (
+    EmbeddingKey,
+    activations_of,
+    caller_stacklevel,
+    embedding_of,
+    image_size,
+    outside_inference_mode,
+    single_tensor,
+    where,
+)
 from captum_fam._engine.references import (
     References,
     pair_rows,
     plan_references,
     reference_forward_args,
+    shared_forward_args,
 )
 from captum_fam.similarity import (
     WEIGHTINGS,
@@ -64,6 +66,7 @@ from captum_fam.tokens import TokenLayout, resolve_token_layout
 
 __all__ = [
     "EMBEDDINGS",
+    "EmbeddingKey",
     "Engine",
     "Queries",
     "References",
@@ -74,8 +77,6 @@ __all__ = [
 
 EMBEDDINGS = ("output", "layer")
 """Where the similarity is taken: the model's output (the default) or the pooled layer."""
-
-EmbeddingKey = str | int | Callable[[Any], Tensor] | None
 
 
 @dataclass
@@ -188,7 +189,7 @@ class Engine:
         if self.embedding == "output":
             with torch.set_grad_enabled(grad_enabled):
                 output = run_forward(self.forward_func, inputs, additional_forward_args)
-            return self._embedding_of(output, inputs[0].shape[0])
+            return embedding_of(output, self.embedding_key, inputs[0].shape[0])
         activations, mask = self._activations(
             inputs, additional_forward_args, attribute_to_layer_input, pooling_mask, role,
             grad_enabled,
@@ -225,10 +226,12 @@ class Engine:
         """The layer's ``(N, C, *S)`` activations and their pooling mask."""
         with torch.set_grad_enabled(grad_enabled):
             value = self._layer_value(inputs, additional_forward_args, attribute_to_layer_input)
-        activations = self._read(value, inputs, attribute_to_layer_input)
+        activations = activations_of(
+            value, inputs, self.token_layout, attribute_to_layer_input, self._say
+        )
         if not all_finite(activations):
             raise ValueError(
-                f"the layer's {_where(attribute_to_layer_input)} contains NaN or Inf for these "
+                f"the layer's {where(attribute_to_layer_input)} contains NaN or Inf for these "
                 "inputs; check the model and its preprocessing"
             )
         return activations, self._mask(pooling_mask, inputs, activations, role)
@@ -279,7 +282,7 @@ class Engine:
                 )
             runner = self.forward_func.module
         n = inputs[0].shape[0]
-        with _outside_inference_mode() as usable, torch.no_grad():
+        with outside_inference_mode() as usable, torch.no_grad():
             inputs, additional_forward_args = usable(inputs), usable(additional_forward_args)
             try:
                 captured = capture_layer(
@@ -288,26 +291,28 @@ class Engine:
                     inputs,
                     additional_forward_args,
                     attribute_to_layer_input=to_input,
-                    restart_graph=lambda value: self._single(value, to_input),
+                    restart_graph=lambda value: single_tensor(value, to_input),
                 )
             except LayerDidNotRun:
                 raise ValueError(self._did_not_run()) from None
             with torch.enable_grad():  # selecting and promoting the output stay on the graph
-                output = self._embedding_of(captured.output, n)
+                output = embedding_of(captured.output, self.embedding_key, n)
         leaf = captured.leaf
         assert leaf is not None
-        activations = self._read((leaf.detach(),), inputs, to_input)
+        activations = activations_of(
+            (leaf.detach(),), inputs, self.token_layout, to_input, self._say
+        )
         mask = self._mask(pooling_mask, inputs, activations, "inputs")
         unrelated = ValueError(
             "embedding='output': the model's output does not depend on the layer's "
-            f"{_where(to_input)}; choose a layer on the path to the output"
+            f"{where(to_input)}; choose a layer on the path to the output"
         )
         if not output.requires_grad:
             raise unrelated
-        image_size = _image_size(inputs)
+        grid_size = image_size(inputs)
 
         def pull_back(coefficients: Tensor) -> Tensor:
-            with _outside_inference_mode():
+            with outside_inference_mode():
                 (gradient,) = torch.autograd.grad(
                     output,
                     leaf,
@@ -320,7 +325,7 @@ class Engine:
             # For o = head(mean A): the sum over positions of do/dA is do/de, the head's
             # Jacobian. Prefix tokens count: a class-token head has its whole gradient there.
             if self.token_layout is not None:
-                summed = self.token_layout.position_sum(gradient, image_size)
+                summed = self.token_layout.position_sum(gradient, grid_size)
             else:
                 summed = gradient.flatten(2).sum(dim=2)
             return summed.to(activations.dtype)
@@ -328,58 +333,8 @@ class Engine:
         pooled = masked_mean(activations, mask)
         return Queries(activations, mask, pooled, output.detach(), pull_back)
 
-    def _capture_runner(self) -> Callable[..., Any]:
-        original = original_module(self.forward_func)
-        if original is None:
-            return self.forward_func
-        self._say(
-            "forward_func is compiled with torch.compile, and module hooks do not fire inside "
-            "a compiled graph: FAM reads the layer by running the original module (eagerly) "
-            "for the query side"
-        )
-        return original
-
-    # ----------------------------------------------------------------------------------------
-    # Reading the layer and the output
-
     def _read(self, value: tuple[Any, ...], inputs: tuple[Tensor, ...], to_input: bool) -> Tensor:
-        """Channels-first ``(N, C, *S)`` activations in float32 or wider."""
-        tensor = self._single(value, to_input)
-        n = inputs[0].shape[0]
-        layout = self.token_layout
-        if layout is not None and tensor.shape[:1] == (n,):
-            tensor, prefix = layout.to_grid(tensor, _image_size(inputs))
-            if prefix:
-                self._say(
-                    f"token layout: dropped {prefix} prefix token(s) (class/register tokens) "
-                    f"and read the rest as a {tuple(tensor.shape[2:])} grid"
-                )
-        where = _where(to_input)
-        if tensor.dim() < 3 or tensor.shape[0] != n:
-            raise ValueError(
-                f"the layer's {where} has shape {tuple(tensor.shape)}; FAM needs (N={n}, C, *S) "
-                "activations with positions (a grid, a sequence): choose a layer before the "
-                "global pooling"
-            )
-        if tensor.dim() == 3 and layout is None:
-            _refuse_unlaid_tokens(tensor, inputs, where)
-        if math.prod(tensor.shape[2:]) == 1:
-            self._say(
-                f"the layer's {where} has a single position (shape {tuple(tensor.shape)}): its "
-                "map is one value and says nothing about where; choose an earlier layer with "
-                "a spatial grid or a sequence"
-            )
-        return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
-
-    def _single(self, value: tuple[Any, ...], to_input: bool) -> Tensor:
-        """The one tensor of a layer's value; trailing None entries (no cache) are allowed."""
-        if value and isinstance(value[0], Tensor) and all(v is None for v in value[1:]):
-            return value[0]
-        where = _where(to_input)
-        raise ValueError(
-            f"the layer's {where} is a tuple of {len(value)} values; FAM needs one "
-            f"(N, C, *S) activation tensor: choose a layer with a single tensor {where}"
-        )
+        return activations_of(value, inputs, self.token_layout, to_input, self._say)
 
     def _mask(
         self,
@@ -394,29 +349,16 @@ class Engine:
         shape = (activations.shape[0], *activations.shape[2:])
         return check_mask(raw, shape, role).to(activations.device)
 
-    def _embedding_of(self, output: Any, n: int) -> Tensor:
-        """The ``(N, D)`` embedding in a forward's output, float32 or wider."""
-        key = self.embedding_key
-        if key is not None:
-            output = _select(output, key)
-        if not isinstance(output, Tensor):
-            raise ValueError(
-                f"the model returned {type(output).__name__}; FAM compares (N={n}, D) "
-                "embeddings: pass embedding_key (a key, attribute name or index of the "
-                "embedding, or a callable output -> tensor)" + _keys_hint(output)
-            )
-        if output.dim() != 2 or output.shape[0] != n:
-            raise ValueError(
-                f"the model's output has shape {tuple(output.shape)}; FAM compares (N={n}, D) "
-                "embeddings: pass embedding_key to pick the embedding from the output, or "
-                "embedding='layer' to compare the layer's pooled channels (e.g. a classifier "
-                "used as a feature extractor: remove its classifier first)"
-            )
-        if not output.is_floating_point():
-            raise TypeError(f"the model's embedding must be floating point; got {output.dtype}")
-        if not all_finite(output):
-            raise ValueError("the model's output contains NaN or Inf for these inputs")
-        return output.to(torch.promote_types(output.dtype, torch.float32))
+    def _capture_runner(self) -> Callable[..., Any]:
+        original = original_module(self.forward_func)
+        if original is None:
+            return self.forward_func
+        self._say(
+            "forward_func is compiled with torch.compile, and module hooks do not fire inside "
+            "a compiled graph: FAM reads the layer by running the original module (eagerly) "
+            "for the query side"
+        )
+        return original
 
     # ----------------------------------------------------------------------------------------
     # References
@@ -436,7 +378,7 @@ class Engine:
             args = (
                 reference_forward_args(additional_forward_args, n, m)
                 if not plan.shared
-                else _shared_forward_args(additional_forward_args, n, plan.role)
+                else shared_forward_args(additional_forward_args, n, plan.role)
             )
             embeddings = self.embed(
                 plan.inputs, args, attribute_to_layer_input, pooling_mask, plan.role
@@ -546,7 +488,7 @@ class Engine:
         """Warn once per engine (a server calling FAM in a loop hears it once)."""
         if message not in self._said:
             self._said.add(message)
-            warnings.warn(message, stacklevel=_caller_stacklevel())
+            warnings.warn(message, stacklevel=caller_stacklevel())
 
     def _did_not_run(self) -> str:
         return (
@@ -555,119 +497,3 @@ class Engine:
             "with torch.compile must be passed itself (FAM runs its original module), not "
             "inside a function; a TorchScript model cannot be hooked inside"
         )
-
-
-_LIBRARY_DIRS = (
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # captum_fam
-    os.path.dirname(os.path.abspath(captum.__file__)),  # captum's usage-logging wrapper
-)
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside the libraries."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _select(output: Any, key: str | int | Callable[[Any], Tensor]) -> Any:
-    """Apply ``embedding_key`` to a structured output."""
-    if callable(key) and not isinstance(key, (str, int)):
-        return key(output)
-    if isinstance(key, int):
-        if isinstance(output, (tuple, list)) and -len(output) <= key < len(output):
-            return output[key]
-        raise ValueError(
-            f"embedding_key={key} is not an index of the model's output "
-            f"({type(output).__name__}"
-            + (f" of {len(output)} values)" if isinstance(output, (tuple, list)) else ")")
-        )
-    if isinstance(output, dict) or hasattr(output, "keys"):
-        try:
-            return output[key]
-        except (KeyError, TypeError):
-            pass
-    if hasattr(output, key):
-        return getattr(output, key)
-    raise ValueError(
-        f"embedding_key={key!r} is neither a key nor an attribute of the model's output "
-        f"({type(output).__name__}){_keys_hint(output)}"
-    )
-
-
-def _keys_hint(output: Any) -> str:
-    if isinstance(output, dict) or hasattr(output, "keys"):
-        with contextlib.suppress(Exception):
-            return f"; its keys: {', '.join(map(str, list(output.keys())[:12]))}"
-    if isinstance(output, (tuple, list)):
-        return f"; it holds {len(output)} values"
-    return ""
-
-
-def _refuse_unlaid_tokens(tensor: Tensor, inputs: tuple[Tensor, ...], where: str) -> None:
-    """A 3-D value read without a layout must not be transformer tokens ``(N, T, C)``."""
-    shape = tuple(tensor.shape)
-    if any(t.dim() >= 4 for t in inputs):
-        raise ValueError(
-            f"the layer's {where} has shape {shape}, tokens (N, T, C) of an image model: "
-            "declare token_layout='auto' (a patch grid); FAM reads (N, C, *S) channels-first "
-            "activations otherwise"
-        )
-    for tensor_input in inputs:
-        if (
-            not tensor_input.is_floating_point()
-            and tensor_input.dim() == 2
-            and tensor_input.shape[1] == shape[1] != shape[2]
-        ):
-            raise ValueError(
-                f"the layer's {where} has shape {shape}, token states (N, T, C) of a sequence "
-                "model: declare token_layout='sequence'; FAM reads (N, C, *S) channels-first "
-                "activations otherwise"
-            )
-
-
-def _shared_forward_args(additional_forward_args: Any, n: int, role: str) -> Any:
-    """A shared set runs with the shared arguments; per-example ones have no row to give it."""
-    for arg in format_additional_forward_args(additional_forward_args):
-        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == n:
-            raise ValueError(
-                f"additional_forward_args holds a per-example tensor of {n} rows, which the "
-                f"{role} set cannot use: give {role}_embeddings instead"
-            )
-    return additional_forward_args
-
-
-def _image_size(inputs: tuple[Tensor, ...]) -> tuple[int, int]:
-    height, width = inputs[0].shape[-2:] if inputs[0].dim() >= 2 else (1, inputs[0].shape[-1])
-    return int(height), int(width)
-
-
-def _where(to_input: bool) -> str:
-    return "input" if to_input else "output"
-
-
-@contextlib.contextmanager
-def _outside_inference_mode() -> Iterator[Callable[[Any], Any]]:
-    """Leave ``torch.inference_mode`` for a backward through the head.
-
-    Yields a function that clones inference tensors (inputs made under inference mode) so
-    that the head may save them for its backward.
-    """
-
-    def usable(value: Any) -> Any:
-        if isinstance(value, Tensor):
-            return value.clone() if value.is_inference() else value
-        if isinstance(value, tuple):
-            return tuple(usable(v) for v in value)
-        if isinstance(value, list):
-            return [usable(v) for v in value]
-        if isinstance(value, dict):
-            return {k: usable(v) for k, v in value.items()}
-        return value
-
-    if torch.is_inference_mode_enabled():
-        with torch.inference_mode(False):
-            yield usable
-    else:
-        yield lambda value: value

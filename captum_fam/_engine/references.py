@@ -15,7 +15,13 @@ from torch import Tensor
 from captum_fam._checks import check_pairing, format_batch, format_embeddings, one_of
 from captum_fam._compat import format_additional_forward_args
 
-__all__ = ["References", "pair_rows", "plan_references", "reference_forward_args"]
+__all__ = [
+    "References",
+    "pair_rows",
+    "plan_references",
+    "reference_forward_args",
+    "shared_forward_args",
+]
 
 
 class References(NamedTuple):
@@ -106,3 +112,14 @@ def _rows_for(arg: Any, n: int, step: int | None) -> Any:
             "set of a different size cannot use: give such a set as embeddings"
         )
     return arg[::step]
+
+
+def shared_forward_args(additional_forward_args: Any, n: int, role: str) -> Any:
+    """A shared set runs with the shared arguments; per-example ones have no row to give it."""
+    for arg in format_additional_forward_args(additional_forward_args):
+        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == n:
+            raise ValueError(
+                f"additional_forward_args holds a per-example tensor of {n} rows, which the "
+                f"{role} set cannot use: give {role}_embeddings instead"
+            )
+    return additional_forward_args

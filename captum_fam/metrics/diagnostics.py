@@ -116,8 +116,10 @@ def reference_dependence(
 
     Args:
         fam (FeatureActivationMap): The explainer.
-        inputs, reference, reference_embeddings, additional_forward_args,
-        attribute_to_layer_input, pooling_mask: As in :meth:`FeatureActivationMap.attribute`.
+        inputs (Tensor or tuple[Tensor, ...]): The queries, as in
+                    :meth:`FeatureActivationMap.attribute`; so are ``reference``,
+                    ``reference_embeddings``, ``additional_forward_args``,
+                    ``attribute_to_layer_input`` and ``pooling_mask``.
         threshold (float, optional): Median correlation at which the maps are flagged.
                     Default: :data:`AGNOSTIC_THRESHOLD`
 
