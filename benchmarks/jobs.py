@@ -21,7 +21,7 @@ Target: the job's time <= 1.10x the loop's.
 Usage::
 
     python benchmarks/jobs.py              # 2,000 items, 3 repeats
-    python benchmarks/jobs.py --quick      # 128 items, 1 repeat (smoke run)
+    python benchmarks/jobs.py --quick      # 48 items, 1 repeat (smoke run)
     python benchmarks/jobs.py --markdown   # the table as Markdown
 """
 
@@ -130,13 +130,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="128 items, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="48 items, 1 repeat (smoke run)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--out", help="folder for the stores (default: a temporary one)")
     parser.add_argument(RANK_OPTION, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.items, args.batch, args.chunk_size, args.repeats = 128, 32, 64, 1
+        args.items, args.batch, args.chunk_size, args.repeats = 48, 16, 16, 1
     return args
 
 

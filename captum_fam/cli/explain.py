@@ -20,7 +20,7 @@ from captum_fam.cli import options
 from captum_fam.cli.common import CLIError, add_fam_options, model_errors, warn
 from captum_fam.cli.figures import checked_figure_path, pair_figure, save_figure
 from captum_fam.gallery import embed_images, retrieve
-from captum_fam.images import RESIZE_MODES, list_images, read_image
+from captum_fam.images import list_images, read_image
 from captum_fam.models import load_model
 from captum_fam.similarity import resolve_similarity
 
@@ -37,50 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("query", metavar="QUERY", help="query image file")
     parser.add_argument("references", metavar="REFERENCE", nargs="*", help="reference images")
     parser.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg, ...)")
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        default="shapes",
-        help="'shapes' (default: a toy model of synthetic shapes), 'torchvision:NAME', "
-        "'package.module:factory' or a TorchScript file",
-    )
-    model.add_argument(
-        "--weights",
-        help="for torchvision:NAME, required: a weights name (DEFAULT, IMAGENET1K_V2, ...), "
-        "downloaded by torchvision on first use, or 'none' for random initialisation",
-    )
-    model.add_argument(
-        "--layer",
-        help="dotted module name of the layer to explain (default: the family's last "
-        "convolutional block, e.g. layer4 for ResNets; a block before the last for ViT)",
-    )
-    model.add_argument(
-        "--token-layout",
-        type=options.token_layout,
-        metavar="{auto,none,channels-last,prefix=N}",
-        help="how the layer's output becomes a grid: auto (transformer tokens (N, T, C) with "
-        "class/register tokens dropped, or channels-last (N, h, w, C) stages such as Swin's), "
-        "none ((N, C, H, W) maps), channels-last, or prefix=N tokens to drop "
-        "(default: auto for ViT and Swin, else none)",
-    )
+    options.add_model_options(parser)
     add_fam_options(parser)
-    pre = parser.add_argument_group("preprocessing (default: the model's own)")
-    pre.add_argument(
-        "--image-size", type=int, metavar="PX", help="input side: the crop's, or the shorter one"
-    )
-    pre.add_argument(
-        "--resize",
-        choices=RESIZE_MODES,
-        help="squash (both sides to PX), crop (shorter side, then a centred square crop) or "
-        "keep (shorter side to PX, aspect ratio kept)",
-    )
-    pre.add_argument(
-        "--normalize",
-        type=options.normalization,
-        metavar="{imagenet,none,MEAN,STD}",
-        help="imagenet (mean/std), none (RGB in [0, 1], for models that normalise inside), "
-        "or MEAN,STD / R,G,B,R,G,B values",
-    )
+    options.add_preprocessing_options(parser)
     retrieval = parser.add_argument_group("gallery")
     retrieval.add_argument("--gallery", metavar="DIR", help="rank a folder of images instead")
     retrieval.add_argument(

@@ -14,12 +14,14 @@ from PIL import Image
 from torch import Tensor
 
 from captum_fam.cli.common import CLIError
-from captum_fam.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from captum_fam.images import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, Preprocess
 from captum_fam.models import LoadedModel
 from captum_fam.tokens import TokenLayout
 
 __all__ = [
     "SHAPES_WORLD_SIDES",
+    "add_model_options",
+    "add_preprocessing_options",
     "check_explain_args",
     "gallery_files",
     "map_format",
@@ -40,6 +42,57 @@ SHAPES_WORLD_SIDES = (32, 128)
 An image that is not square, or whose side is outside this range, is not one of them."""
 
 _COMMON_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, ``--layer`` and ``--token-layout``."""
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default="shapes",
+        help="'shapes' (default: a toy model of synthetic shapes), 'torchvision:NAME', "
+        "'package.module:factory' or a TorchScript file",
+    )
+    model.add_argument(
+        "--weights",
+        help="for torchvision:NAME, required: a weights name (DEFAULT, IMAGENET1K_V2, ...), "
+        "downloaded by torchvision on first use, or 'none' for random initialisation",
+    )
+    model.add_argument(
+        "--layer",
+        help="dotted module name of the layer to explain (default: the family's last "
+        "convolutional block, e.g. layer4 for ResNets; a block before the last for ViT)",
+    )
+    model.add_argument(
+        "--token-layout",
+        type=token_layout,
+        metavar="{auto,none,channels-last,prefix=N}",
+        help="how the layer's output becomes a grid: auto (transformer tokens (N, T, C) with "
+        "class/register tokens dropped, or channels-last (N, h, w, C) stages such as Swin's), "
+        "none ((N, C, H, W) maps), channels-last, or prefix=N tokens to drop "
+        "(default: auto for ViT and Swin, else none)",
+    )
+
+
+def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
+    """``--image-size``, ``--resize`` and ``--normalize`` (default: the model's own)."""
+    pre = parser.add_argument_group("preprocessing (default: the model's own)")
+    pre.add_argument(
+        "--image-size", type=int, metavar="PX", help="input side: the crop's, or the shorter one"
+    )
+    pre.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        help="squash (both sides to PX), crop (shorter side, then a centred square crop) or "
+        "keep (shorter side to PX, aspect ratio kept)",
+    )
+    pre.add_argument(
+        "--normalize",
+        type=normalization,
+        metavar="{imagenet,none,MEAN,STD}",
+        help="imagenet (mean/std), none (RGB in [0, 1], for models that normalise inside), "
+        "or MEAN,STD / R,G,B,R,G,B values",
+    )
 
 
 def token_layout(text: str) -> str | TokenLayout:

@@ -12,7 +12,7 @@ failed run stopped. Needs the ``jobs`` extra (``pip install captum-fam[jobs]``: 
 - :mod:`.references`: fixed references, prototypes, the sharded gallery search;
 - :mod:`.store`: the zarr layout, chunk writes, completion records and resume;
 - :mod:`.fingerprint`: the settings a resumed run must share;
-- :mod:`.summary`: scalar summaries reduced over ranks;
+- :mod:`.summaries`: scalar summaries reduced over ranks;
 - :mod:`.distributed`: process setup from the ``torchrun`` environment.
 """
 

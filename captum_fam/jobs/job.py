@@ -29,7 +29,7 @@ from captum_fam.jobs.references import (
 )
 from captum_fam.jobs.sharding import batches_of, chunk_range, rank_chunks
 from captum_fam.jobs.store import JobStore, StoreLayout
-from captum_fam.jobs.summary import chunk_sums, reduce_summary
+from captum_fam.jobs.summaries import chunk_sums, reduce_summary
 from captum_fam.jobs.writer import ChunkWriter
 
 __all__ = ["DatasetExplanation", "explain_dataset"]
@@ -83,6 +83,7 @@ def explain_dataset(
     overwrite: bool = False,
     progress: bool = True,
     storage_options: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
 ) -> DatasetExplanation:
     r"""Explain every item of a dataset and store the maps, on one process or many.
 
@@ -134,6 +135,9 @@ def explain_dataset(
                     directory that is not a job store). Default: False
         progress (bool, optional): A progress bar on rank 0. Default: True
         storage_options (dict, optional): fsspec options for a URL ``out``. Default: None
+        attributes (dict, optional): JSON-serialisable facts stored in the store's attributes
+                    when it is created (where the items come from, class names); not part of
+                    the fingerprint. Default: None
 
     Returns:
         :class:`DatasetExplanation`: the store's path, the summaries and the chunk counts.
@@ -238,7 +242,7 @@ def explain_dataset(
     _check_ranks_agree(fingerprint, context)
     store = JobStore.open(
         out, layout, fingerprint, context, overwrite, storage_options,
-        references.constants(), {"settings": fingerprint},
+        references.constants(), {**(attributes or {}), "settings": fingerprint},
     )  # fmt: skip
 
     mine = rank_chunks(items, chunk_size, context.rank, context.world_size)

@@ -205,10 +205,17 @@ def _prepare(
             for change in differences(stored.get("layout", {}), record["layout"])
             if change not in changed
         ]
+        world = record["fingerprint"].get("world_size")
+        stored_world = stored.get("fingerprint", {}).get("world_size")
+        resume = (
+            f" (to resume it, run {stored_world} processes, as the run that started it)"
+            if stored_world != world and len(changed) == 1
+            else ""
+        )
         raise StoreError(
             f"output {path!r} holds another job; these settings differ: "
             + "; ".join(changed or ["the store's format version"])
-            + ". Nothing was changed: write to a new output, or pass overwrite=True "
+            + f". Nothing was changed{resume}: write to a new output, or pass overwrite=True "
             "(--overwrite) to replace it"
         )
     group = zarr.open_group(path, mode="w", storage_options=storage_options)

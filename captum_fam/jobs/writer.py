@@ -18,7 +18,7 @@ from captum_fam.jobs.items import Batch
 from captum_fam.jobs.references import Explained
 from captum_fam.jobs.sharding import chunk_range
 from captum_fam.jobs.store import JobStore, StoreLayout
-from captum_fam.jobs.summary import chunk_sums
+from captum_fam.jobs.summaries import chunk_sums
 
 __all__ = ["ChunkWriter"]
 

@@ -7,7 +7,7 @@ import pytest
 
 from captum_fam.jobs.distributed import DistributedContext
 from captum_fam.jobs.store import StoreLayout
-from captum_fam.jobs.summary import chunk_sums, reduce_summary
+from captum_fam.jobs.summaries import chunk_sums, reduce_summary
 
 LAYOUT = StoreLayout(items=5, references=2, map_shape=(1, 2), chunk_size=3,
                      map_dtype="float32", labels=True, predictions=True, masks=True)  # fmt: skip
