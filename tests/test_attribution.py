@@ -9,7 +9,7 @@ import pytest
 import torch
 from captum.attr import LayerAttribution
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 from torch import nn
 
 from captum_fam import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import LayerGradCam
-from conftest import ActivationModel, TinyEmbedder
+from helpers import ActivationModel, TinyEmbedder
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch import nn

@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from captum.attr import IntegratedGradients
 
-    from captum_fam.metrics import similarity_forward
+    from captum_fam.metrics import reference_dependence, similarity_forward
     from captum_fam.zoo import SHAPE_CLASSES, make_shapes
 
     out = checked_figure_path(args.out)
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         f"{n} {100 * float(m.float().mean()):.0f}%" for n, m in zip(names, masks, strict=True)
     )
     print(f"  (the objects cover {area} of the image; IG drawn to its {IG_PERCENTILE:.0f}th pct.)")
+    print(reference_dependence(fam, query_rows, reference_embeddings=reference_embeddings)
+          .describe())  # fmt: skip
     print(f"figure: {out}")
     return 0
 

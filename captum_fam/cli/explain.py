@@ -20,7 +20,8 @@ from captum_fam.cli import options
 from captum_fam.cli.common import CLIError, add_fam_options, model_errors, warn
 from captum_fam.cli.figures import checked_figure_path, pair_figure, save_figure
 from captum_fam.gallery import embed_images, retrieve
-from captum_fam.images import list_images, read_image
+from captum_fam.images import ImageReadError, list_images, read_image
+from captum_fam.metrics.diagnostics import reference_dependence
 from captum_fam.models import load_model
 from captum_fam.similarity import resolve_similarity
 
@@ -40,6 +41,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     options.add_model_options(parser)
     add_fam_options(parser)
     options.add_preprocessing_options(parser)
+    parser.add_argument(
+        "--background",
+        metavar="DIR",
+        help="a folder of ordinary images: explain why each reference matches rather than a "
+        "typical image (their mean score is subtracted; cures maps that ignore the reference)",
+    )
     retrieval = parser.add_argument_group("gallery")
     retrieval.add_argument("--gallery", metavar="DIR", help="rank a folder of images instead")
     retrieval.add_argument(
@@ -66,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     query_image = read_image(args.query)
     reference_images = [read_image(p) for p in args.references]
     gallery = [] if args.gallery is None else options.gallery_files(args.gallery, list_images)
+    background_files = (
+        []
+        if args.background is None
+        else options.gallery_files(args.background, list_images, "--background")
+    )
 
     loaded = load_model(args.model, args.weights, args.layer)
     preprocess = options.preprocessing(loaded.preprocess, args)
@@ -83,11 +95,15 @@ def run(args: argparse.Namespace) -> int:
     query = options.prepare(preprocess, query_image, args.query).unsqueeze(0)
     with model_errors(loaded.hint):
         query_embedding = _probed_embed(fam, query, loaded.layer_name, token_layout)
+        background = None
+        if background_files:
+            background_files, ordinary = _readable(background_files, preprocess)
+            background = embed_images(fam, ordinary, args.batch_size)
         if gallery:
             found = retrieve(fam, query, gallery, preprocess, top_k, args.batch_size)
             names = [options.relative(p, Path(args.gallery)) for p in found.paths]
             references = [options.prepare(preprocess, read_image(p), p) for p in found.paths]
-            maps, scores = found.maps, found.scores
+            embeddings, maps, scores = found.embeddings, found.maps, found.scores
         else:
             names = [Path(p).name for p in args.references]
             references = [
@@ -95,21 +111,34 @@ def run(args: argparse.Namespace) -> int:
                 for image, path in zip(reference_images, args.references, strict=True)
             ]
             embeddings = embed_images(fam, references, args.batch_size)
+            scores = similarity.score(query_embedding.expand(len(embeddings), -1), embeddings)
+        if background is not None or not gallery:
             maps = torch.cat(
                 [
                     fam.attribute(
-                        query.expand(len(chunk), *query.shape[1:]), reference_embeddings=chunk
+                        query.expand(len(chunk), *query.shape[1:]),
+                        reference_embeddings=chunk,
+                        background_embeddings=background,
                     )
                     for chunk in embeddings.split(args.batch_size)
                 ]
             )
-            scores = similarity.score(query_embedding.expand(len(embeddings), -1), embeddings)
         # The other side of each pair: what in the reference matches the query.
         reference_maps = [
-            fam.attribute(r.unsqueeze(0), reference_embeddings=query_embedding)[0]
+            fam.attribute(
+                r.unsqueeze(0),
+                reference_embeddings=query_embedding,
+                background_embeddings=background,
+            )[0]
             for r in references
         ]
+        dependence = reference_dependence(
+            fam, query.expand(len(embeddings), *query.shape[1:]), reference_embeddings=embeddings
+        )
     _check_maps(maps, query, loaded)
+    if dependence.agnostic and background is None:
+        notices = [*notices, dependence.describe()]
+        warn(dependence.describe())
 
     description = preprocess.description
     setting = f"{args.similarity} similarity, {args.weighting} weights"
@@ -127,6 +156,11 @@ def run(args: argparse.Namespace) -> int:
         header=[
             f"FAM · {model_text} · layer {loaded.layer_name} · {setting}",
             f"preprocessing: {description}",
+            *(
+                [f"contrast: against {len(background_files)} background images"]
+                if background is not None
+                else []
+            ),
         ],
         notices=notices,
     )
@@ -147,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
                 "preprocessing": description,
                 "similarity": args.similarity,
                 "weighting": args.weighting,
+                "background": [str(p) for p in background_files],
+                "agnostic_correlation": dependence.correlation,
             },
         )
 
@@ -154,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"query {args.query}: model {model_text}, layer {loaded.layer_name}, {setting}")
     print(f"preprocessing: {description}")
     print(f"compared: {compared}, {query_embedding.shape[1]} values per image")
+    if background is not None:
+        print(
+            f"contrast: each map explains the score minus the mean score against "
+            f"{len(background_files)} background images in {args.background}"
+        )
     for note in loaded.notes:
         print(f"note: {note}")
     if gallery:
@@ -165,10 +206,28 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for rank, (name, score) in enumerate(zip(names, scores.tolist(), strict=True), 1):
         print(f"  {rank:>2}. {name:<{width}}  {args.similarity} {score:.4f}")
+    print(dependence.describe())
     print(f"figure: {out}")
     if args.save_maps is not None:
         print(f"maps: {Path(args.save_maps).resolve()}")
     return 0
+
+
+def _readable(paths: list[Path], preprocess: Any) -> tuple[list[Path], list[Tensor]]:
+    """The background files that read as images, prepared; the others are skipped, said once."""
+    kept, inputs, skipped = [], [], []
+    for path in paths:
+        try:
+            inputs.append(options.prepare(preprocess, read_image(path), path))
+        except ImageReadError:
+            skipped.append(path)
+            continue
+        kept.append(path)
+    if skipped:
+        warn(f"--background: skipped {len(skipped)} unreadable file(s) ({skipped[0].name}, ...)")
+    if not kept:
+        raise CLIError("none of the --background files could be read as an image")
+    return kept, inputs
 
 
 def _probed_embed(fam: Any, query: Tensor, layer_name: str, token_layout: str | None) -> Tensor:

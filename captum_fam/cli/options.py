@@ -159,11 +159,15 @@ def check_explain_args(args: argparse.Namespace) -> int:
     return DEFAULT_TOP_K if args.top_k is None else args.top_k
 
 
-def gallery_files(directory: str, lister: Callable[[str], list[Path]]) -> list[Path]:
+def gallery_files(
+    directory: str, lister: Callable[[str], list[Path]], option: str = "gallery"
+) -> list[Path]:
+    """The image files of a folder given as ``option`` (``gallery``, ``--background``)."""
     files = lister(directory)
     if not files:
         raise CLIError(
-            f"gallery {directory} holds no images (looked for {', '.join(_COMMON_EXTENSIONS)}, ...)"
+            f"{option} {directory} holds no images (looked for {', '.join(_COMMON_EXTENSIONS)}, "
+            "...)"
         )
     return files
 

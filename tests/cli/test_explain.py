@@ -115,6 +115,29 @@ def test_gallery_top_k(files: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     torch.testing.assert_close(torch.tensor(scores[0]), best)
 
 
+def test_background_contrast_and_the_reference_dependence_line(
+    files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maps_file = tmp_path / "contrast.pt"
+    paths = [files / "query.png", files / "ref_a.png"]
+    argv = [*explain(*paths), "--out", str(tmp_path / "out.png"), "--save-maps", str(maps_file)]
+    assert main([*argv, "--background", str(files / "gallery")]) == 0
+    out = capsys.readouterr().out
+    assert "contrast: each map explains the score minus the mean score against 4 background" in out
+    assert "reference dependence: ok (maps correlate" in out
+    saved = torch.load(maps_file)
+    assert len(saved["background"]) == 4 and saved["agnostic_correlation"].shape == (1,)
+
+    loaded = load_model("shapes")
+    fam = FeatureActivationMap(loaded.model, loaded.layer)
+    batch = loaded.preprocess.load(paths)
+    ordinary = loaded.preprocess.load(sorted((files / "gallery").rglob("item*.png")))
+    expected = fam.attribute(batch[:1], reference=batch[1:], background=ordinary)
+    torch.testing.assert_close(saved["maps"], expected)
+    assert main([*argv, "--background", str(files / "empty")]) == 2  # bad input
+    assert "--background" in capsys.readouterr().err
+
+
 def test_torchvision_resnet18_random_weights_say_so(
     files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import save_png
+from PIL import Image
 
 zarr = pytest.importorskip("zarr")
 
@@ -20,6 +20,10 @@ from captum_fam.zoo import SHAPE_CLASSES, make_shapes  # noqa: E402
 
 JOB = ["--chunk-size", "8", "--batch-size", "4", "--no-progress"]
 KINDS = ("circle", "square", "star")
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    Image.fromarray((image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
 
 
 @pytest.fixture(scope="module")

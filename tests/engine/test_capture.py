@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 from torch import nn
 
 from captum_fam import FeatureActivationMap

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 
 from captum_fam.jobs.fingerprint import (
     differences,

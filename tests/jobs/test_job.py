@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 
 zarr = pytest.importorskip("zarr")
 

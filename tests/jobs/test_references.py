@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -24,7 +24,7 @@ def episode():
 
 def dependence(fam, support, scenes):
     classes, prototypes = class_prototypes(fam.embed(support.images), support.labels[:, 0])
-    rows = prototypes[torch.searchsorted(classes, scenes.labels[:, 0])]
+    rows = prototypes[torch.searchsorted(classes, scenes.labels[:, 0].contiguous())]
     return reference_dependence(fam, scenes.images, reference_embeddings=rows)
 
 
@@ -48,7 +48,7 @@ def test_flags_layer_maps_of_a_common_mode_and_quiets_with_the_cures(episode):
     # A background set of ordinary scenes removes the common mode from the layer's weights.
     fam = FeatureActivationMap(model, layer, embedding="layer")
     classes, prototypes = class_prototypes(fam.embed(support.images), support.labels[:, 0])
-    rows = prototypes[torch.searchsorted(classes, scenes.labels[:, 0])]
+    rows = prototypes[torch.searchsorted(classes, scenes.labels[:, 0].contiguous())]
     queries = fam.engine.queries((scenes.images,))
     raw = fam.engine.explain(queries, rows, background=fam.embed(make_shapes(16, seed=33).images),
                              relu_attributions=False, normalize_weights=False)  # fmt: skip

@@ -15,7 +15,7 @@ def pointing(fam, support, scenes):
     classes, prototypes = class_prototypes(fam.embed(support.images), support.labels[:, 0])
     hits = []
     for obj in (0, 1):
-        rows = prototypes[torch.searchsorted(classes, scenes.labels[:, obj])]
+        rows = prototypes[torch.searchsorted(classes, scenes.labels[:, obj].contiguous())]
         maps = fam.attribute(scenes.images, reference_embeddings=rows)
         hits.append(pointing_game(maps, scenes.masks[:, obj], tolerance=3.2).float().mean())
     return float(torch.stack(hits).mean())
