@@ -289,10 +289,13 @@ def explain_dataset(
                 writer.add(batch, explained)
                 if bar is not None:
                     bar.update(len(batch.indices))
-    finally:  # chunks finished before an error are written all the same
-        writer.close()
+    except BaseException:
+        writer.close(raise_error=False)  # chunks finished before the error are still written
+        raise
+    finally:
         if bar is not None:
             bar.close()
+    writer.close()
 
     summary = reduce_summary(sums, layout, context)
     if context.is_main:

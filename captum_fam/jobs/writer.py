@@ -52,11 +52,15 @@ class ChunkWriter:
             self.parts = []
             self.queue.put((chunk, data))
 
-    def close(self) -> None:
-        """Write what was handed over, stop the thread, raise the writer's error if any."""
+    def close(self, raise_error: bool = True) -> None:
+        """Write what was handed over, stop the thread, raise the writer's error if any.
+
+        ``raise_error=False`` when the job is failing already: its own error is the one to see.
+        """
         self.queue.put(_DONE)
         self.thread.join()
-        self._raise_error()
+        if raise_error:
+            self._raise_error()
 
     def _write(self) -> None:
         while (job := self.queue.get()) is not _DONE:

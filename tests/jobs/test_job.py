@@ -179,3 +179,13 @@ def test_refusals_are_clear_and_change_nothing(setup, tmp_path):
     assert tree_digest(path) == before
     explain_dataset(other, items, path, overwrite=True, **run)
     assert zarr.open_group(path, mode="r").attrs["settings"]["weighting"] == "contribution"
+
+
+def test_dataloader_workers_give_the_same_store(setup, tmp_path):
+    fam, _, _, _, items = setup
+    prototypes = torch.rand(3, 6, generator=torch.Generator().manual_seed(6))
+    run = {"prototypes": prototypes, **SETTINGS}
+    explain_dataset(fam, items, tmp_path / "main.zarr", **run)
+    explain_dataset(fam, items, tmp_path / "workers.zarr", num_workers=1, **run)
+    main, workers = arrays(tmp_path / "main.zarr"), arrays(tmp_path / "workers.zarr")
+    assert all(np.array_equal(main[k], workers[k], equal_nan=True) for k in main)

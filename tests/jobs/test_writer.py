@@ -59,3 +59,12 @@ def test_a_write_error_reaches_the_job():
     writer.add(*batch(2, 4))  # the chunk goes to the writer, which fails
     with pytest.raises(OSError, match="disk full"):
         writer.close()
+
+
+def test_a_failing_job_keeps_its_own_error():
+    store = FakeStore(fail=True)
+    writer = ChunkWriter(store, {})
+    writer.add(*batch(0, 2))
+    writer.add(*batch(2, 4))
+    writer.close(raise_error=False)  # the job's error propagates instead
+    assert store.threads == {"chunk-writer"} and not writer.thread.is_alive()
