@@ -15,7 +15,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["differences", "layer_name", "model_digest", "similarity_digest", "tensor_digest"]
+from captum_fam.jobs.distributed import DistributedContext
+
+__all__ = [
+    "check_ranks_agree",
+    "differences",
+    "explainer_settings",
+    "layer_name",
+    "model_digest",
+    "similarity_digest",
+    "tensor_digest",
+]
 
 
 def _update(digest: Any, tensor: Tensor) -> None:
@@ -65,3 +75,39 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
         for key in sorted(set(stored) | set(current))
         if stored.get(key) != current.get(key)
     ]
+
+
+def explainer_settings(
+    engine: Any, relu_attributions: bool, normalize_weights: bool, pooling_mask: int | None
+) -> dict[str, Any]:
+    """The explainer's part of the fingerprint: the model, the layer and the method."""
+    return {
+        "model": model_digest(engine.forward_func),
+        "layer": layer_name(engine.forward_func, engine.layer),
+        "similarity": similarity_digest(engine.similarity),
+        "weighting": engine.weighting,
+        "embedding": engine.embedding,
+        "embedding_key": _describe(engine.embedding_key),
+        "token_layout": repr(engine.token_layout),
+        "relu_attributions": bool(relu_attributions),
+        "normalize_weights": bool(normalize_weights),
+        "pooling_mask": pooling_mask,
+    }
+
+
+def check_ranks_agree(fingerprint: dict[str, Any], context: DistributedContext) -> None:
+    """Every rank must run the same job (same weights, references, ...): a ValueError on all
+    ranks names what differs."""
+    gathered = context.all_gather_object(fingerprint)
+    for rank, other in enumerate(gathered):
+        if other != fingerprint:
+            raise ValueError(
+                f"rank {rank} runs another job than rank {context.rank}: "
+                + "; ".join(differences(other, fingerprint))  # type: ignore[arg-type]
+            )
+
+
+def _describe(key: Any) -> str | int | None:
+    if key is None or isinstance(key, (str, int)):
+        return key
+    return getattr(key, "__qualname__", type(key).__name__)

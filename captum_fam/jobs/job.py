@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,15 +15,10 @@ from torch import Tensor, nn
 from captum_fam._engine import Engine, Queries
 from captum_fam.attribution import FeatureActivationMap
 from captum_fam.jobs.distributed import DistributedContext, init_distributed
-from captum_fam.jobs.fingerprint import (
-    differences,
-    layer_name,
-    model_digest,
-    similarity_digest,
-    tensor_digest,
-)
-from captum_fam.jobs.items import ItemSignature, batch_loader, read_item
+from captum_fam.jobs.fingerprint import check_ranks_agree, explainer_settings, tensor_digest
+from captum_fam.jobs.items import Batch, ItemSignature, batch_loader, read_item
 from captum_fam.jobs.references import (
+    Explained,
     FixedReferences,
     GalleryReferences,
     PrototypeReferences,
@@ -195,21 +191,11 @@ def explain_dataset(
     probe = _queries(engine, tuple(t.unsqueeze(0) for t in first_inputs), device, pooling_mask)
     dim, dtype = probe.embeddings.shape[1], probe.embeddings.dtype
 
-    references: References
-    if reference_embeddings is not None:
-        references = FixedReferences(reference_embeddings, items)
-        _check_dim(references.rows, dim, "reference_embeddings", engine)
-    elif prototypes is not None:
-        if not signature.has_label:
-            raise ValueError(
-                "prototypes need a label per item: dataset items must be (inputs, label); "
-                f"item 0 has {signature.describe()}"
-            )
-        references = PrototypeReferences(prototypes, classes)
-        _check_dim(references.rows, dim, "prototypes", engine)
-    else:
-        references = GalleryReferences(gallery_embeddings, k, context)
-        _check_dim(references.rows, dim, "gallery_embeddings", engine)
+    references = _references(
+        reference_embeddings, prototypes, classes, gallery_embeddings, k, items, signature,
+        context,
+    )  # fmt: skip
+    _check_dim(references.rows, dim, given[0], engine)
 
     layout = StoreLayout(
         items=items,
@@ -222,16 +208,7 @@ def explain_dataset(
         masks=signature.mask_shape is not None,
     )
     fingerprint = {
-        "model": model_digest(engine.forward_func),
-        "layer": layer_name(engine.forward_func, engine.layer),
-        "similarity": similarity_digest(engine.similarity),
-        "weighting": engine.weighting,
-        "embedding": engine.embedding,
-        "embedding_key": _describe(engine.embedding_key),
-        "token_layout": repr(engine.token_layout),
-        "relu_attributions": bool(relu_attributions),
-        "normalize_weights": bool(normalize_weights),
-        "pooling_mask": pooling_mask,
+        **explainer_settings(engine, relu_attributions, normalize_weights, pooling_mask),
         "items": items,
         "item_form": f"{signature.describe()} ({', '.join(map(str, signature.dtypes))})",
         "first_item": tensor_digest(first_inputs),
@@ -239,7 +216,7 @@ def explain_dataset(
         "map_dtype": map_dtype,
         **references.fingerprint(context),
     }
-    _check_ranks_agree(fingerprint, context)
+    check_ranks_agree(fingerprint, context)
     store = JobStore.open(
         out, layout, fingerprint, context, overwrite, storage_options,
         references.constants(), {**(attributes or {}), "settings": fingerprint},
@@ -263,27 +240,59 @@ def explain_dataset(
         steps = context.all_reduce_max(steps)
     bar = _progress_bar(progress and context.is_main, sum(len(b) for b in batches), context,
                         len(mine) - len(pending))  # fmt: skip
-    writer = ChunkWriter(store, sums)
     explain_args = {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights}
+    explainer = _Explainer(engine, references, device, pooling_mask, batch_size, dim, dtype,
+                           context, explain_args)  # fmt: skip
     loaded = iter(batch_loader(dataset, batches, signature, num_workers))
+    _explain_batches(explainer, loaded, steps, ChunkWriter(store, sums), bar)
+
+    summary = reduce_summary(sums, layout, context)
+    if context.is_main:
+        store.write_attributes({"summary": summary, "status": "complete"})
+    counts = context.all_reduce_sum(torch.tensor([len(pending), len(mine) - len(pending)]))
+    context.barrier()  # the store is complete for every rank that returns
+    return DatasetExplanation(os.fspath(out), summary, int(counts[0]), int(counts[1]))
+
+
+@dataclass
+class _Explainer:
+    """What every batch of the job needs: the engine, the references and the settings."""
+
+    engine: Engine
+    references: References
+    device: torch.device
+    pooling_mask: int | None
+    capacity: int  # batch_size: the fixed size of a gallery round's tensors
+    dim: int
+    dtype: torch.dtype
+    context: DistributedContext
+    explain_args: dict[str, bool]
+
+    @torch.no_grad()
+    def explain(self, batch: Batch | None) -> Explained | None:
+        """One batch (None: this rank's batches are done, but a gallery round needs it)."""
+        engine, references = self.engine, self.references
+        queries = None if batch is None else _queries(
+            engine, batch.inputs, self.device, self.pooling_mask
+        )  # fmt: skip
+        if isinstance(references, GalleryReferences):
+            return references.explain_step(
+                engine, queries, self.capacity, self.dim, self.dtype, self.context,
+                self.explain_args,
+            )  # fmt: skip
+        assert batch is not None and queries is not None
+        return references.explain(engine, queries, batch.indices, batch.labels,
+                                  self.explain_args)  # fmt: skip
+
+
+def _explain_batches(
+    explainer: _Explainer, loaded: Iterator[Batch], steps: int, writer: ChunkWriter, bar: Any
+) -> None:
+    """This rank's batches, explained and handed to the writer."""
     try:
         for _ in range(steps):
             batch = next(loaded, None)
-            with torch.no_grad():
-                if references.collective:
-                    assert isinstance(references, GalleryReferences)
-                    queries = None if batch is None else _queries(
-                        engine, batch.inputs, device, pooling_mask
-                    )  # fmt: skip
-                    explained = references.explain_step(
-                        engine, queries, batch_size, dim, dtype, context, explain_args
-                    )
-                else:
-                    assert batch is not None and not isinstance(references, GalleryReferences)
-                    queries = _queries(engine, batch.inputs, device, pooling_mask)
-                    explained = references.explain(
-                        engine, queries, batch.indices, batch.labels, explain_args
-                    )
+            explained = explainer.explain(batch)
             if batch is not None:
                 assert explained is not None
                 writer.add(batch, explained)
@@ -297,12 +306,27 @@ def explain_dataset(
             bar.close()
     writer.close()
 
-    summary = reduce_summary(sums, layout, context)
-    if context.is_main:
-        store.write_attributes({"summary": summary, "status": "complete"})
-    counts = context.all_reduce_sum(torch.tensor([len(pending), len(mine) - len(pending)]))
-    context.barrier()  # the store is complete for every rank that returns
-    return DatasetExplanation(os.fspath(out), summary, int(counts[0]), int(counts[1]))
+
+def _references(
+    reference_embeddings: Any,
+    prototypes: Any,
+    classes: Any,
+    gallery_embeddings: Any,
+    k: int,
+    items: int,
+    signature: ItemSignature,
+    context: DistributedContext,
+) -> References:
+    if reference_embeddings is not None:
+        return FixedReferences(reference_embeddings, items)
+    if prototypes is not None:
+        if not signature.has_label:
+            raise ValueError(
+                "prototypes need a label per item: dataset items must be (inputs, label); "
+                f"item 0 has {signature.describe()}"
+            )
+        return PrototypeReferences(prototypes, classes)
+    return GalleryReferences(gallery_embeddings, k, context)
 
 
 def _queries(
@@ -330,22 +354,6 @@ def _check_dim(rows: Tensor, dim: int, name: str, engine: Engine) -> None:
             f"{name} have {rows.shape[1]} channels but the {space} has {dim}: embeddings must "
             "live in the space of fam.embed"
         )
-
-
-def _check_ranks_agree(fingerprint: dict[str, Any], context: DistributedContext) -> None:
-    gathered = context.all_gather_object(fingerprint)
-    for rank, other in enumerate(gathered):
-        if other != fingerprint:
-            raise ValueError(
-                f"rank {rank} runs another job than rank {context.rank}: "
-                + "; ".join(differences(other, fingerprint))  # type: ignore[arg-type]
-            )
-
-
-def _describe(key: Any) -> str | int | None:
-    if key is None or isinstance(key, (str, int)):
-        return key
-    return getattr(key, "__qualname__", type(key).__name__)
 
 
 def _progress_bar(show: bool, total: int, context: DistributedContext, resumed: int) -> Any:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import TinyEmbedder
 
+from captum_fam.jobs.distributed import DistributedContext
 from captum_fam.jobs.fingerprint import (
+    check_ranks_agree,
     differences,
     layer_name,
     model_digest,
@@ -43,3 +46,17 @@ def test_differences_name_each_setting():
         "b (store: 2, now: 3)",
         "c (store: None, now: 4)",
     ]
+
+
+class TwoRanks(DistributedContext):
+    """Rank 0 of two, whose peer loaded other weights."""
+
+    def all_gather_object(self, value):
+        return [value, {**value, "model": "0123456789abcdef"}]
+
+
+def test_ranks_must_run_the_same_job():
+    fingerprint = {"model": "fedcba9876543210", "layer": "block"}
+    check_ranks_agree(fingerprint, DistributedContext())
+    with pytest.raises(ValueError, match="rank 1 runs another job than rank 0: model"):
+        check_ranks_agree(fingerprint, TwoRanks())
