@@ -277,7 +277,7 @@ class _Explainer:
         )  # fmt: skip
         if isinstance(references, GalleryReferences):
             return references.explain_step(
-                engine, queries, self.capacity, self.dim, self.dtype, self.context,
+                engine, queries, self.capacity, self.dim, self.dtype, self.device, self.context,
                 self.explain_args,
             )  # fmt: skip
         assert batch is not None and queries is not None

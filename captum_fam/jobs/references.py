@@ -190,6 +190,7 @@ class GalleryReferences:
             shard = GalleryShard(rows, part.start, rows.shape[0])
             rows = rows[part.start : part.stop]
         self.rows, self.start, self.size = rows.detach(), int(shard.start), int(shard.size)
+        self._moved: Tensor | None = None
         self._digest = tensor_digest([self.rows])
         shards = context.all_gather_object(
             (self.start, int(rows.shape[0]), self.size, self._digest)
@@ -227,19 +228,25 @@ class GalleryReferences:
         capacity: int,
         dim: int,
         dtype: torch.dtype,
+        device: torch.device,
         context: DistributedContext,
         explain_args: dict[str, bool],
     ) -> Explained | None:
-        """One lockstep round over all ranks; ``queries`` None when this rank has no batch."""
+        """One lockstep round over all ranks; ``queries`` None when this rank has no batch.
+
+        Every tensor has a fixed shape (``capacity`` queries of width ``dim``), as collectives
+        need, and lives on ``device``, where the model runs.
+        """
         n = 0 if queries is None else queries.count
-        padded = torch.zeros(capacity, dim, dtype=dtype)
+        padded = torch.zeros(capacity, dim, dtype=dtype, device=device)
         if queries is not None:
-            padded[:n] = queries.embeddings.cpu()
+            padded[:n] = queries.embeddings
         everyone = context.all_gather(padded)
         counts = [int(c) for c in context.all_gather(torch.tensor([n], dtype=torch.int64))]
+        gallery = self._gallery(device, dtype)
         sends: list[list[Tensor]] = [[], [], []]
         for rank in range(context.world_size):
-            found = self._local_top_k(engine, everyone[rank][: counts[rank]], capacity)
+            found = self._local_top_k(engine, gallery, everyone[rank][: counts[rank]], capacity)
             for slot, tensor in zip(sends, found, strict=True):
                 slot.append(tensor)
         values, indices, rows = (context.all_to_all(slot) for slot in sends)
@@ -258,26 +265,31 @@ class GalleryReferences:
         )
         return Explained(maps, values.gather(1, ranked), indices.gather(1, ranked))
 
+    def _gallery(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """This shard on the model's device and in the embeddings' dtype, moved once."""
+        if self._moved is None or (self._moved.device, self._moved.dtype) != (device, dtype):
+            self._moved = self.rows.to(device=device, dtype=dtype)
+        return self._moved
+
     def _local_top_k(
-        self, engine: Engine, embeddings: Tensor, capacity: int
+        self, engine: Engine, gallery: Tensor, embeddings: Tensor, capacity: int
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Each query's top-k over this shard, padded to ``(capacity, k)``: scores, gallery
         indices and rows (``-inf``, -1 and zeros where the shard has fewer than k rows)."""
-        k, dim = self.k, self.rows.shape[1]
-        values = torch.full((capacity, k), float("-inf"), dtype=embeddings.dtype)
-        indices = torch.full((capacity, k), -1, dtype=torch.int64)
-        rows = torch.zeros(capacity, k, dim, dtype=embeddings.dtype)
-        n, size = embeddings.shape[0], self.rows.shape[0]
+        k, dim, device = self.k, gallery.shape[1], embeddings.device
+        values = torch.full((capacity, k), float("-inf"), dtype=embeddings.dtype, device=device)
+        indices = torch.full((capacity, k), -1, dtype=torch.int64, device=device)
+        rows = torch.zeros(capacity, k, dim, dtype=embeddings.dtype, device=device)
+        n, size = embeddings.shape[0], gallery.shape[0]
         if n == 0 or size == 0:
             return values, indices, rows
-        gallery = self.rows.to(embeddings)
-        best = torch.empty(n, 0, dtype=embeddings.dtype)
-        best_index = torch.empty(n, 0, dtype=torch.int64)
+        best = torch.empty(n, 0, dtype=embeddings.dtype, device=device)
+        best_index = torch.empty(n, 0, dtype=torch.int64, device=device)
         step = max(1, _PAIRS_PER_BLOCK // n)
         for start in range(0, size, step):
             block = gallery[start : start + step]
             scores = engine.score_matrix(embeddings, block)
-            block_index = torch.arange(start, start + block.shape[0]).expand(n, -1)
+            block_index = torch.arange(start, start + block.shape[0], device=device).expand(n, -1)
             # Candidates in ascending gallery index among equal scores; a stable sort keeps
             # that order, so ties go to the lower index whatever the blocks and shards.
             candidates = torch.cat([best, scores], dim=1)

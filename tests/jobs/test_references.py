@@ -35,7 +35,7 @@ def test_local_top_k_breaks_ties_by_lower_index_across_blocks(monkeypatch):
     for pairs in (1, 2, 3, 100):  # the gallery scored in blocks of 1, 1, 2... rows
         monkeypatch.setattr(module, "_PAIRS_PER_BLOCK", pairs)
         search = GalleryReferences(GalleryShard(gallery, 10, 17), 3, FakeShard())
-        values, indices, rows = search._local_top_k(fam.engine, queries, capacity=4)
+        values, indices, rows = search._local_top_k(fam.engine, gallery, queries, capacity=4)
         assert indices[:2].tolist() == [[11, 12, 14]] * 2  # shard start 10 added
         assert values[:2].tolist() == [[3.0, 3.0, 3.0]] * 2 and rows[:2, :, 0].eq(3).all()
         assert (indices[2:] == -1).all() and values[2:].isneginf().all()
