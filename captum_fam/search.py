@@ -5,16 +5,13 @@ explain the query side, and the index stores them: :func:`explain_search` embeds
 runs ``index.search``, fetches each hit's vector with the index's own reconstruction and
 explains the score the index computed from it. The index's metric decides the similarity:
 
-========================  ==========================  =========================================
-index metric              ``fam``'s similarity        what each map explains
-========================  ==========================  =========================================
-inner product             ``"dot"``                   ``q . r``, the index's score
-inner product, unit ``r`` ``"cosine"``                ``q . r / |q|`` (the query is normalised
-                                                      before the search), the index's score:
-                                                      ``cos(q, r)`` for unit-length ``r``
-L2                        ``"euclidean"``             ``-|q - r|^2``: minus the index's number,
-                                                      a squared distance
-========================  ==========================  =========================================
+- an inner-product index is explained with ``similarity="dot"``: the map explains ``q . r``,
+  the index's score;
+- an inner-product index over unit-length vectors with ``similarity="cosine"``: the query is
+  normalised before the search, and the map explains ``q . r / |q|``, the index's score, which
+  is ``cos(q, r)`` for unit-length ``r``;
+- an L2 index with ``similarity="euclidean"``: the index returns squared distances
+  ``|q - r|^2``, and the map explains FAM's score ``-|q - r|^2``, minus the index's number.
 
 ``r`` is the vector the index returns for the hit (``reconstruct_batch``), which is what it
 scored: for lossy codes (PQ, SQ) the decoded vector, not the item's embedding.
@@ -220,7 +217,7 @@ def explain_search(
 
     Examples::
 
-        >>> index = build_index(fam, gallery_embeddings, "IVF256,PQ16")   # or faiss.read_index
+        >>> index = build_index(fam, gallery_embeddings, "IVF256,PQ16np")  # or faiss.read_index
         >>> hits = explain_search(fam, query, index, k=10, normalized=True)
         >>> hits.indices[0], hits.scores[0], hits.maps.shape
         >>> hits = explain_search(fam, query, index, k=10, load_items=load, compare=True)
@@ -314,7 +311,9 @@ def build_index(
         fam (FeatureActivationMap): Decides the metric; the embeddings are ``fam.embed``'s.
         embeddings (Tensor): ``(M, d)`` gallery embeddings; row i gets id i.
         factory (str, optional): A ``faiss.index_factory`` description: ``"Flat"`` (exact),
-                    ``"IVF1024,PQ16"`` (inverted lists of product codes), ``"HNSW32"``, ...
+                    ``"IVF1024,PQ16np"`` (inverted lists of 16-byte product codes; ``np``
+                    skips the polysemous training FAISS otherwise runs for PQ codes, minutes
+                    of work that only polysemous search uses), ``"HNSW32"``, ...
                     Default: ``"Flat"``
         train_size (int, optional): Train on this many rows drawn at random (indexes that
                     need training: IVF, PQ, SQ). None trains on all rows (FAISS itself
@@ -328,7 +327,7 @@ def build_index(
 
         >>> embeddings = torch.cat([fam.embed(chunk) for chunk in gallery.split(256)])
         >>> flat = build_index(fam, embeddings)
-        >>> compressed = build_index(fam, embeddings, "IVF64,PQ16", train_size=5000)
+        >>> compressed = build_index(fam, embeddings, "IVF64,PQ16np", train_size=5000)
     """
     faiss = _import_faiss()
     embeddings = format_embeddings(embeddings, "embeddings")
