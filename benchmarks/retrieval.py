@@ -136,6 +136,9 @@ def add_search_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--index-dir", help="keep the built indexes here and reuse them (default: a temp dir)"
     )
+    group.add_argument(
+        "--threads", type=int, help="torch and FAISS threads (default: their own defaults)"
+    )
     group.add_argument("--peak-row", help=argparse.SUPPRESS)  # a memory child: this row
     group.add_argument("--index-file", help=argparse.SUPPRESS)
 
@@ -147,6 +150,9 @@ def search_benchmark(args: argparse.Namespace) -> None:
     if args.quick:
         args.repeats, args.flat_size, args.ivfpq_size = 5, 10_000, 20_000
         args.ivfpq, args.train_size = "IVF64,PQ64np", 10_000
+    if args.threads:  # on a loaded machine, OpenMP teams of 2 wait for each other
+        torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     model, fam, query = search_model(args)
     if args.peak_row:  # a child process of the memory measurement
         print(json.dumps(peak_child(args, faiss, model, fam, query)), flush=True)
@@ -227,6 +233,12 @@ def search_calls(
     return {BARE: bare, EXPLAINED: explained}
 
 
+def faiss_threads() -> int:
+    import faiss
+
+    return int(faiss.omp_get_max_threads())
+
+
 def peak_rss_mib() -> float:
     """Peak resident set size (VmHWM) of this process, MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -260,6 +272,8 @@ def run_peak_child(args: Any, row: str, path: Path) -> dict:
                "--index-file", str(path), "--k", str(args.k), "--size", str(args.size)]  # fmt: skip
     if args.quick:
         command.append("--quick")
+    if args.threads:
+        command += ["--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True, check=False,
                           env=dict(os.environ))  # fmt: skip
     if done.returncode != 0:
@@ -272,7 +286,8 @@ def print_search_table(table: list, dim: int, args: Any) -> None:
         f"ResNet-50 feature extractor (random weights, {dim}-d output, cosine), "
         f"{112 if args.quick else args.size} px, 1 query, top-{args.k}; indexes of random unit "
         f"vectors; medians of {args.repeats} interleaved repeats; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.machine()}"
+        f"{torch.get_num_threads()} torch thread(s), {faiss_threads()} FAISS thread(s), "
+        f"{platform.machine()}, load average {os.getloadavg()[0]:.1f}"
     )
     print()
     print("| index | row | median ms | ratio to bare search | peak above loaded index MiB "
