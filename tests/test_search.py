@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 from torch import nn
 
 from captum_fam import FeatureActivationMap

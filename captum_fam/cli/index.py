@@ -161,6 +161,7 @@ class IndexHits:
     references: list[Tensor]  # preprocessed hit images
     maps: Tensor  # (k, 1, h, w) the query against each hit
     reference_maps: list[Tensor]  # each (1, h', w'): the hit against the query
+    embeddings: Tensor  # (k, D) the vectors the index scored
     index_scores: Tensor  # (k,) the index's numbers
     scores: Tensor  # (k,) what the maps explain, in FAM's sense
     metric: str
@@ -208,6 +209,7 @@ def search(
         references=[loaded[key] for key in ids],
         maps=hits.maps[0].unsqueeze(1),
         reference_maps=[m.unsqueeze(0) for m in hits.gallery_maps[0]],
+        embeddings=hits.vectors[0],
         index_scores=hits.scores[0],
         scores=hits.explained_scores[0],
         metric=hits.metric,

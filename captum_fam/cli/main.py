@@ -1,6 +1,7 @@
 """The ``captum-fam`` entry point: the parser, one subcommand per module, one-line errors.
 
-Each command module (:mod:`~captum_fam.cli.demo`, :mod:`~captum_fam.cli.explain`) exposes
+Each command module (:mod:`~captum_fam.cli.demo`, :mod:`~captum_fam.cli.explain`,
+:mod:`~captum_fam.cli.index`) exposes
 ``add_parser(subparsers)`` and ``run(args)``. Bad input ends with exit status 2 and one
 ``captum-fam: error: ...`` line; each distinct warning is printed once.
 """
@@ -12,14 +13,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from captum_fam.cli import demo, explain
+from captum_fam.cli import demo, explain, index
 from captum_fam.cli.common import PROG, CLIError, WarningPrinter, one_line
 from captum_fam.images import ImageReadError
 from captum_fam.models import ModelLoadError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (demo, explain)
+COMMANDS = (demo, explain, index)
 
 
 def build_parser() -> argparse.ArgumentParser:

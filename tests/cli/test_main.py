@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from captum_fam import __version__
-from captum_fam.cli import demo, explain
+from captum_fam.cli import demo, explain, index
 from captum_fam.cli.main import COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,14 +35,16 @@ def test_console_script_and_module_point_at_main(run_cli, tmp_path: Path) -> Non
 
 
 def test_one_module_per_command() -> None:
-    assert (demo, explain) == COMMANDS
+    assert (demo, explain, index) == COMMANDS
     parser = build_parser()
+    example = {
+        "demo": ["demo"],
+        "explain": ["explain", "q.png", "r.png", "--out", "o.png"],
+        "index": ["index", "build", "photos", "--out", "o.faiss"],
+    }
     for command in COMMANDS:
         assert callable(command.add_parser) and callable(command.run)
-        name = command.__name__.rpartition(".")[2]
-        args = parser.parse_args(
-            [name, "q.png", "r.png", "--out", "o.png"][: 1 if name == "demo" else 5]
-        )
+        args = parser.parse_args(example[command.__name__.rpartition(".")[2]])
         assert args.run is command.run
 
 
