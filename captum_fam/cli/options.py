@@ -142,14 +142,26 @@ def map_format(path: str | None) -> str | None:
 
 def check_explain_args(args: argparse.Namespace) -> int:
     """Refuse contradictory or out-of-range options; return the top-k to use."""
-    if args.gallery is not None and args.references:
-        raise CLIError("give REFERENCE images or --gallery DIR, not both")
-    if args.gallery is None and not args.references:
-        raise CLIError("give at least one REFERENCE image, or --gallery DIR")
-    if args.top_k is not None and args.gallery is None:
+    given = {
+        "REFERENCE images": bool(args.references),
+        "--gallery DIR": args.gallery is not None,
+        "--index FILE": args.index is not None,
+    }
+    sources = [name for name, present in given.items() if present]
+    if len(sources) > 1:
         raise CLIError(
-            "--top-k ranks a --gallery DIR; with REFERENCE images every reference is explained"
+            f"give one of REFERENCE images, --gallery DIR or --index FILE; got "
+            f"{' and '.join(sources)}"
         )
+    if not sources:
+        raise CLIError("give at least one REFERENCE image, --gallery DIR or --index FILE")
+    if args.top_k is not None and args.gallery is None and args.index is None:
+        raise CLIError(
+            "--top-k ranks a --gallery DIR or --index FILE; with REFERENCE images every "
+            "reference is explained"
+        )
+    if args.index is None and (args.ids is not None or args.normalized):
+        raise CLIError("--ids and --normalized go with --index FILE")
     if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:
