@@ -17,10 +17,16 @@ def test_docs_build_without_warnings(tmp_path):
          str(tmp_path / "html")]
     )  # fmt: skip
     assert status == 0
-    for page in ("index", "method", "api", "cli", "faq", "model_card", "benchmarks"):
+    for page in ("index", "method", "search", "api", "cli", "faq", "model_card", "benchmarks"):
         assert (tmp_path / "html" / f"{page}.html").exists()
     notebooks = sorted((tmp_path / "html" / "tutorials" / "notebooks").glob("*.html"))
     assert len(notebooks) == len(list((DOCS.parent / "tutorials").glob("*.ipynb")))
     api = (tmp_path / "html" / "api.html").read_text()
-    for name in ("FeatureActivationMap", "explain_prototypes", "TokenLayout", "pointing_game"):
+    for name in (
+        "FeatureActivationMap",
+        "explain_prototypes",
+        "explain_search",
+        "TokenLayout",
+        "pointing_game",
+    ):
         assert name in api

@@ -16,11 +16,12 @@ import torch
 from torch import Tensor
 
 from captum_fam.backbones import candidate_layers, default_layer
+from captum_fam.cli import index as index_cli
 from captum_fam.cli import options
 from captum_fam.cli.common import CLIError, add_fam_options, model_errors, warn
 from captum_fam.cli.figures import checked_figure_path, pair_figure, save_figure
 from captum_fam.gallery import embed_images, retrieve
-from captum_fam.images import RESIZE_MODES, ImageReadError, list_images, read_image
+from captum_fam.images import ImageReadError, list_images, read_image
 from captum_fam.metrics.diagnostics import reference_dependence
 from captum_fam.models import load_model
 from captum_fam.similarity import resolve_similarity
@@ -38,50 +39,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("query", metavar="QUERY", help="query image file")
     parser.add_argument("references", metavar="REFERENCE", nargs="*", help="reference images")
     parser.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg, ...)")
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        default="shapes",
-        help="'shapes' (default: a toy model of synthetic shapes), 'torchvision:NAME', "
-        "'package.module:factory' or a TorchScript file",
-    )
-    model.add_argument(
-        "--weights",
-        help="for torchvision:NAME, required: a weights name (DEFAULT, IMAGENET1K_V2, ...), "
-        "downloaded by torchvision on first use, or 'none' for random initialisation",
-    )
-    model.add_argument(
-        "--layer",
-        help="dotted module name of the layer to explain (default: the family's last "
-        "convolutional block, e.g. layer4 for ResNets; a block before the last for ViT)",
-    )
-    model.add_argument(
-        "--token-layout",
-        type=options.token_layout,
-        metavar="{auto,none,channels-last,prefix=N}",
-        help="how the layer's output becomes a grid: auto (transformer tokens (N, T, C) with "
-        "class/register tokens dropped, or channels-last (N, h, w, C) stages such as Swin's), "
-        "none ((N, C, H, W) maps), channels-last, or prefix=N tokens to drop "
-        "(default: auto for ViT and Swin, else none)",
-    )
+    options.add_model_options(parser)
     add_fam_options(parser)
-    pre = parser.add_argument_group("preprocessing (default: the model's own)")
-    pre.add_argument(
-        "--image-size", type=int, metavar="PX", help="input side: the crop's, or the shorter one"
-    )
-    pre.add_argument(
-        "--resize",
-        choices=RESIZE_MODES,
-        help="squash (both sides to PX), crop (shorter side, then a centred square crop) or "
-        "keep (shorter side to PX, aspect ratio kept)",
-    )
-    pre.add_argument(
-        "--normalize",
-        type=options.normalization,
-        metavar="{imagenet,none,MEAN,STD}",
-        help="imagenet (mean/std), none (RGB in [0, 1], for models that normalise inside), "
-        "or MEAN,STD / R,G,B,R,G,B values",
-    )
+    options.add_preprocessing_options(parser)
     parser.add_argument(
         "--background",
         metavar="DIR",
@@ -92,6 +52,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     retrieval.add_argument("--gallery", metavar="DIR", help="rank a folder of images instead")
     retrieval.add_argument(
         "--top-k", type=int, metavar="K", help="gallery items to explain (default: 5)"
+    )
+    retrieval.add_argument(
+        "--index",
+        metavar="FILE",
+        help="search a FAISS index instead (captum-fam index build; needs faiss-cpu)",
+    )
+    retrieval.add_argument(
+        "--ids",
+        metavar="FILE",
+        help=f"the index's ids file, ID<TAB>PATH lines (default: FILE with {index_cli.IDS_SUFFIX})",
+    )
+    retrieval.add_argument(
+        "--normalized",
+        action="store_true",
+        help="the index holds unit vectors (a cosine index of lossy codes built elsewhere)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=32, metavar="B", help="images per forward (default: 32)"
@@ -145,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
             names = [options.relative(p, Path(args.gallery)) for p in found.paths]
             references = [options.prepare(preprocess, read_image(p), p) for p in found.paths]
             embeddings, maps, scores = found.embeddings, found.maps, found.scores
+        elif args.index is not None:
+            searched = index_cli.search(fam, query, args, preprocess, top_k)
+            names, references = searched.names, searched.references
+            embeddings, maps, scores = searched.embeddings, searched.maps, searched.scores
         else:
             names = [Path(p).name for p in args.references]
             references = [
@@ -153,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             ]
             embeddings = embed_images(fam, references, args.batch_size)
             scores = similarity.score(query_embedding.expand(len(embeddings), -1), embeddings)
-        if background is not None or not gallery:
+        if background is not None or not (gallery or args.index is not None):
             maps = torch.cat(
                 [
                     fam.attribute(
@@ -165,14 +144,18 @@ def run(args: argparse.Namespace) -> int:
                 ]
             )
         # The other side of each pair: what in the reference matches the query.
-        reference_maps = [
-            fam.attribute(
-                r.unsqueeze(0),
-                reference_embeddings=query_embedding,
-                background_embeddings=background,
-            )[0]
-            for r in references
-        ]
+        reference_maps = (
+            searched.reference_maps
+            if args.index is not None and background is None
+            else [
+                fam.attribute(
+                    r.unsqueeze(0),
+                    reference_embeddings=query_embedding,
+                    background_embeddings=background,
+                )[0]
+                for r in references
+            ]
+        )
         dependence = reference_dependence(
             fam, query.expand(len(embeddings), *query.shape[1:]), reference_embeddings=embeddings
         )
@@ -193,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         names,
         scores.tolist(),
         args.similarity,
-        ranked=bool(gallery),
+        ranked=bool(gallery) or args.index is not None,
         header=[
             f"FAM · {model_text} · layer {loaded.layer_name} · {setting}",
             f"preprocessing: {description}",
@@ -244,9 +227,15 @@ def run(args: argparse.Namespace) -> int:
             more = ", ...)" if len(found.skipped) > 1 else ")"
             skipped = f", {len(found.skipped)} unreadable skipped ({found.skipped[0].name}{more}"
         print(f"gallery {args.gallery}: {found.gallery_size} images{skipped}; top {len(names)}:")
+    if args.index is not None:
+        unit = "squared L2 distance" if searched.metric == "l2" else "inner product"
+        print(f"index {args.index}: {searched.size} vectors, {unit}; top {len(names)}:")
     width = max(len(n) for n in names)
     for rank, (name, score) in enumerate(zip(names, scores.tolist(), strict=True), 1):
-        print(f"  {rank:>2}. {name:<{width}}  {args.similarity} {score:.4f}")
+        given = ""
+        if args.index is not None:
+            given = f"  (index: {unit} {float(searched.index_scores[rank - 1]):.4f})"
+        print(f"  {rank:>2}. {name:<{width}}  {args.similarity} {score:.4f}{given}")
     print(dependence.describe())
     print(f"figure: {out}")
     if args.save_maps is not None:

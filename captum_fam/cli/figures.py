@@ -33,6 +33,7 @@ __all__ = [
     "demo_figure",
     "pair_figure",
     "save_figure",
+    "summary_figure",
 ]
 
 IG_PERCENTILE = 99.0
@@ -135,6 +136,26 @@ def demo_figure(
         mappable,
         f"map, share of the panel's maximum (IG: of its {IG_PERCENTILE:.0f}th percentile)",
     )
+    return figure
+
+
+def summary_figure(
+    rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, Tensor, str]]]],
+    header: Sequence[str],
+    notices: Sequence[str] = (),
+) -> Figure:
+    """Rows of items (a row's title, then per item: the picture, its map and a title), one
+    map over each picture: the best and the worst items of a dataset job."""
+    columns = max(len(items) for _, items in rows)
+    width = max(columns * _PANEL_IN * 0.8 + 0.9, 6.4)
+    height = len(rows) * (_PANEL_IN * 0.8 + 0.75)
+    figure, body, axes = _grid(len(rows), columns, width, height, header, notices)
+    mappable = None
+    for row, (name, items) in enumerate(rows):
+        for column, (picture, attribution, title) in enumerate(items):
+            mappable = _map_panel(axes[row, column], attribution, picture, title)
+        axes[row, 0].set_ylabel(name, fontsize=_HEADER_PT, fontweight="bold")
+    _colour_bar(body, axes, mappable)
     return figure
 
 

@@ -1,7 +1,8 @@
 """The ``captum-fam`` entry point: the parser, one subcommand per module, one-line errors.
 
 Each command module (:mod:`~captum_fam.cli.demo`, :mod:`~captum_fam.cli.explain`,
-:mod:`~captum_fam.cli.explain_text`) exposes
+:mod:`~captum_fam.cli.index`, :mod:`~captum_fam.cli.explain_dataset`,
+:mod:`~captum_fam.cli.summary`, :mod:`~captum_fam.cli.explain_text`) exposes
 ``add_parser(subparsers)`` and ``run(args)``. Bad input ends with exit status 2 and one
 ``captum-fam: error: ...`` line; each distinct warning is printed once.
 """
@@ -13,14 +14,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from captum_fam.cli import demo, explain, explain_text
+from captum_fam.cli import demo, explain, explain_dataset, explain_text, index, summary
 from captum_fam.cli.common import PROG, CLIError, WarningPrinter, one_line
 from captum_fam.images import ImageReadError
 from captum_fam.models import ModelLoadError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (demo, explain, explain_text)
+COMMANDS = (demo, explain, index, explain_dataset, summary, explain_text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,14 @@ from PIL import Image
 from torch import Tensor
 
 from captum_fam.cli.common import CLIError
-from captum_fam.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from captum_fam.images import IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, Preprocess
 from captum_fam.models import LoadedModel
 from captum_fam.tokens import TokenLayout
 
 __all__ = [
     "SHAPES_WORLD_SIDES",
+    "add_model_options",
+    "add_preprocessing_options",
     "check_explain_args",
     "gallery_files",
     "map_format",
@@ -40,6 +42,57 @@ SHAPES_WORLD_SIDES = (32, 128)
 An image that is not square, or whose side is outside this range, is not one of them."""
 
 _COMMON_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, ``--layer`` and ``--token-layout``."""
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default="shapes",
+        help="'shapes' (default: a toy model of synthetic shapes), 'torchvision:NAME', "
+        "'package.module:factory' or a TorchScript file",
+    )
+    model.add_argument(
+        "--weights",
+        help="for torchvision:NAME, required: a weights name (DEFAULT, IMAGENET1K_V2, ...), "
+        "downloaded by torchvision on first use, or 'none' for random initialisation",
+    )
+    model.add_argument(
+        "--layer",
+        help="dotted module name of the layer to explain (default: the family's last "
+        "convolutional block, e.g. layer4 for ResNets; a block before the last for ViT)",
+    )
+    model.add_argument(
+        "--token-layout",
+        type=token_layout,
+        metavar="{auto,none,channels-last,prefix=N}",
+        help="how the layer's output becomes a grid: auto (transformer tokens (N, T, C) with "
+        "class/register tokens dropped, or channels-last (N, h, w, C) stages such as Swin's), "
+        "none ((N, C, H, W) maps), channels-last, or prefix=N tokens to drop "
+        "(default: auto for ViT and Swin, else none)",
+    )
+
+
+def add_preprocessing_options(parser: argparse.ArgumentParser) -> None:
+    """``--image-size``, ``--resize`` and ``--normalize`` (default: the model's own)."""
+    pre = parser.add_argument_group("preprocessing (default: the model's own)")
+    pre.add_argument(
+        "--image-size", type=int, metavar="PX", help="input side: the crop's, or the shorter one"
+    )
+    pre.add_argument(
+        "--resize",
+        choices=RESIZE_MODES,
+        help="squash (both sides to PX), crop (shorter side, then a centred square crop) or "
+        "keep (shorter side to PX, aspect ratio kept)",
+    )
+    pre.add_argument(
+        "--normalize",
+        type=normalization,
+        metavar="{imagenet,none,MEAN,STD}",
+        help="imagenet (mean/std), none (RGB in [0, 1], for models that normalise inside), "
+        "or MEAN,STD / R,G,B,R,G,B values",
+    )
 
 
 def token_layout(text: str) -> str | TokenLayout:
@@ -89,14 +142,26 @@ def map_format(path: str | None) -> str | None:
 
 def check_explain_args(args: argparse.Namespace) -> int:
     """Refuse contradictory or out-of-range options; return the top-k to use."""
-    if args.gallery is not None and args.references:
-        raise CLIError("give REFERENCE images or --gallery DIR, not both")
-    if args.gallery is None and not args.references:
-        raise CLIError("give at least one REFERENCE image, or --gallery DIR")
-    if args.top_k is not None and args.gallery is None:
+    given = {
+        "REFERENCE images": bool(args.references),
+        "--gallery DIR": args.gallery is not None,
+        "--index FILE": args.index is not None,
+    }
+    sources = [name for name, present in given.items() if present]
+    if len(sources) > 1:
         raise CLIError(
-            "--top-k ranks a --gallery DIR; with REFERENCE images every reference is explained"
+            f"give one of REFERENCE images, --gallery DIR or --index FILE; got "
+            f"{' and '.join(sources)}"
         )
+    if not sources:
+        raise CLIError("give at least one REFERENCE image, --gallery DIR or --index FILE")
+    if args.top_k is not None and args.gallery is None and args.index is None:
+        raise CLIError(
+            "--top-k ranks a --gallery DIR or --index FILE; with REFERENCE images every "
+            "reference is explained"
+        )
+    if args.index is None and (args.ids is not None or args.normalized):
+        raise CLIError("--ids and --normalized go with --index FILE")
     if args.top_k is not None and args.top_k < 1:
         raise CLIError(f"--top-k must be at least 1, got {args.top_k}")
     if args.batch_size < 1:

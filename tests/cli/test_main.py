@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from captum_fam import __version__
-from captum_fam.cli import demo, explain, explain_text
+from captum_fam.cli import demo, explain, explain_dataset, explain_text, index, summary
 from captum_fam.cli.main import COMMANDS, build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,17 +35,19 @@ def test_console_script_and_module_point_at_main(run_cli, tmp_path: Path) -> Non
 
 
 def test_one_module_per_command() -> None:
-    assert (demo, explain, explain_text) == COMMANDS
+    assert (demo, explain, index, explain_dataset, summary, explain_text) == COMMANDS
     parser = build_parser()
-    arguments = {
-        "demo": [],
-        "explain": ["q.png", "r.png", "--out", "o.png"],
-        "explain-text": ["first", "second", "--model", "mine:factory"],
+    example = {
+        demo: ["demo"],
+        explain: ["explain", "q.png", "r.png", "--out", "o.png"],
+        index: ["index", "build", "photos", "--out", "o.faiss"],
+        explain_dataset: ["explain-dataset", "images", "--out", "o.zarr"],
+        summary: ["summary", "o.zarr"],
+        explain_text: ["explain-text", "first", "second", "--model", "mine:factory"],
     }
     for command in COMMANDS:
         assert callable(command.add_parser) and callable(command.run)
-        name = command.__name__.rpartition(".")[2].replace("_", "-")
-        args = parser.parse_args([name, *arguments[name]])
+        args = parser.parse_args(example[command])
         assert args.run is command.run
 
 
