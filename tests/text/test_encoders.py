@@ -1,8 +1,6 @@
-"""Sentence embedders: real transformers encoders and sentence-transformers models, offline.
-
-Random weights (nothing can be downloaded); what is tested is the mechanics: FAM's maps are the
-mean-pooling decomposition of the model's own cosine, padding changes nothing, both sides and
-the token pairs add up, word pieces merge into words.
+"""Sentence encoders, offline with random weights: FAM's maps are the mean-pooling
+decomposition of the model's own cosine, padding changes nothing, class-token pooling is the
+pull-back, sentence-transformers models explain through their own forward, models load.
 """
 
 from __future__ import annotations
@@ -12,33 +10,18 @@ import torch
 
 pytest.importorskip("transformers")
 
+from text_cases import FIRST, RAW, SECOND, last_states, mean_pooled  # noqa: E402
+
 from captum_fam import FeatureActivationMap  # noqa: E402
-from captum_fam.tasks import explain_pair  # noqa: E402
 from captum_fam.text import (  # noqa: E402
     SentenceEncoder,
     SentenceTransformerForward,
-    TokenizedTexts,
-    _word_ids_from_pieces,
     default_text_layer,
     explain_sentences,
     sentence_fam,
     tokenize_texts,
 )
 from captum_fam.zoo.text_encoders import ARCHITECTURES, random_text_encoder  # noqa: E402
-
-RAW = {"relu_attributions": False, "normalize_weights": False}
-FIRST = ["A man is playing a guitar.", "Two dogs swimming", "The red car"]
-SECOND = ["Someone plays an instrument!", "a cat sits on the mat next to the window", "cars"]
-
-
-def last_states(model, inputs):
-    """The encoder's last hidden states, computed by hand."""
-    return model(input_ids=inputs[0], attention_mask=inputs[1]).last_hidden_state
-
-
-def mean_pooled(states, mask):
-    weights = mask[..., None].float()
-    return (states * weights).sum(1) / weights.sum(1)
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
@@ -80,62 +63,6 @@ def test_padding_to_a_longer_batch_leaves_a_sentence_map_unchanged(encoder):
     length = alone.input_ids.shape[1]
     torch.testing.assert_close(map_batch[:1, :, :length], map_alone, atol=1e-5, rtol=1e-4)
     assert bool((map_batch[0, 0, length:] == 0).all())
-
-
-@torch.no_grad()
-def test_both_sides_and_the_pairs_add_up(encoder):
-    model, tokenizer = encoder
-    fam = sentence_fam(model)
-    pair = explain_sentences(fam, tokenizer, FIRST, SECOND)
-    n_a, n_b = pair.a.input_ids.shape[1], pair.b.input_ids.shape[1]
-    assert pair.maps_a.shape == (3, n_a) and pair.token_pairs.shape == (3, n_a, n_b)
-    tolerance = {"atol": 1e-5, "rtol": 1e-4}
-    torch.testing.assert_close(pair.maps_a.sum(1), pair.scores, **tolerance)
-    torch.testing.assert_close(pair.maps_b.sum(1), pair.scores, **tolerance)
-    torch.testing.assert_close(pair.token_pairs.sum(dim=(1, 2)), pair.scores, **tolerance)
-    torch.testing.assert_close(pair.token_pairs.sum(2), pair.maps_a, **tolerance)
-    torch.testing.assert_close(pair.token_pairs.sum(1), pair.maps_b, **tolerance)
-    # The same numbers as explain_pair on the token inputs.
-    raw = explain_pair(fam, pair.a.inputs, pair.b.inputs, pooling_mask=1, token_pairs=True, **RAW)
-    torch.testing.assert_close(raw.token_pairs, pair.token_pairs)
-    torch.testing.assert_close(raw.maps_b[:, 0] / pair.b.attention_mask.sum(1, keepdim=True),
-                               pair.maps_b)  # fmt: skip
-
-
-@torch.no_grad()
-def test_words_sum_their_pieces_and_special_tokens_are_optional():
-    model, tokenizer = random_text_encoder("bert", hidden_size=32)
-    pair = explain_sentences(sentence_fam(model), tokenizer, ["Swimming dogs!"], ["a dog"])
-    tokens = pair.a.tokens[0]
-    assert tokens[0] == "[CLS]" and "##ing" in tokens and tokens[-1] == "[SEP]"
-    labels, values = pair.words(0, "a")
-    assert labels == ["Swimming", "dogs", "!"]
-    shown, with_special = pair.words(0, "a", special_tokens=True)
-    assert shown == ["[CLS]", "Swimming", "dogs", "!", "[SEP]"]
-    torch.testing.assert_close(with_special.sum(), pair.scores[0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(with_special[1:-1], values)
-    pieces, piece_values = pair.words(0, "a", words=False)
-    assert pieces[:3] == ["s", "##w", "##i"] and len(pieces) == len(tokens) - 2
-    torch.testing.assert_close(piece_values.sum(), values.sum())
-    labels_a, labels_b, matrix = pair.pairs(0, special_tokens=True)
-    assert matrix.shape == (len(labels_a), len(labels_b)) == (5, 4)
-    torch.testing.assert_close(matrix.sum(1), with_special, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="side must be 'a' or 'b'"):
-        pair.words(0, "c")
-
-
-def test_slow_tokenizers_get_words_from_piece_strings():
-    special = {0, 1}
-    word_piece = ["[CLS]", "swim", "##ming", "dogs", "[SEP]"]
-    assert _word_ids_from_pieces(word_piece, [0, 5, 6, 7, 1], special) == [None, 0, 0, 1, None]
-    byte_level = ["<s>", "Two", "Ġdog", "s", "Ġswim", "</s>"]
-    words = _word_ids_from_pieces(byte_level, [0, 5, 6, 7, 8, 1], special)
-    assert words == [None, 0, 1, 1, 2, None]
-    texts = TokenizedTexts(
-        ["Two dogs"], torch.tensor([[0, 5, 6, 7, 1]]), torch.ones(1, 5, dtype=torch.long),
-        [["<s>", "Two", "Ġdog", "s", "</s>"]], [[None, 0, 1, 1, None]],
-    )  # fmt: skip
-    assert [label for label, _ in texts.units(0)] == ["Two", "dogs"]
 
 
 @torch.no_grad()

@@ -1,0 +1,42 @@
+"""Two lists of sentences explained from both sides: maps and token pairs add up."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from text_cases import FIRST, RAW, SECOND  # noqa: E402
+
+from captum_fam.tasks import explain_pair  # noqa: E402
+from captum_fam.text import (  # noqa: E402
+    explain_sentences,
+    sentence_fam,
+)
+from captum_fam.zoo.text_encoders import ARCHITECTURES, random_text_encoder  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def encoder(request):
+    return random_text_encoder(request.param, hidden_size=32, layers=2, heads=4)
+
+
+@torch.no_grad()
+def test_both_sides_and_the_pairs_add_up(encoder):
+    model, tokenizer = encoder
+    fam = sentence_fam(model)
+    pair = explain_sentences(fam, tokenizer, FIRST, SECOND)
+    n_a, n_b = pair.a.input_ids.shape[1], pair.b.input_ids.shape[1]
+    assert pair.maps_a.shape == (3, n_a) and pair.token_pairs.shape == (3, n_a, n_b)
+    tolerance = {"atol": 1e-5, "rtol": 1e-4}
+    torch.testing.assert_close(pair.maps_a.sum(1), pair.scores, **tolerance)
+    torch.testing.assert_close(pair.maps_b.sum(1), pair.scores, **tolerance)
+    torch.testing.assert_close(pair.token_pairs.sum(dim=(1, 2)), pair.scores, **tolerance)
+    torch.testing.assert_close(pair.token_pairs.sum(2), pair.maps_a, **tolerance)
+    torch.testing.assert_close(pair.token_pairs.sum(1), pair.maps_b, **tolerance)
+    # The same numbers as explain_pair on the token inputs.
+    raw = explain_pair(fam, pair.a.inputs, pair.b.inputs, pooling_mask=1, token_pairs=True, **RAW)
+    torch.testing.assert_close(raw.token_pairs, pair.token_pairs)
+    torch.testing.assert_close(raw.maps_b[:, 0] / pair.b.attention_mask.sum(1, keepdim=True),
+                               pair.maps_b)  # fmt: skip
