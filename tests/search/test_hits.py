@@ -7,8 +7,6 @@ faiss-cpu is installed (the ``dev`` and ``index`` extras).
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -452,20 +450,3 @@ def test_faiss_id_map_returns_and_loads_the_users_ids():
     plain.add_with_ids(vectors, ids)
     with pytest.raises(ValueError, match="use IndexIDMap2"):
         explain_search(fam, QUERIES, plain, k=3)
-
-
-@needs_faiss
-def test_build_index_checks_and_needs_faiss(monkeypatch):
-    fam = make_fam("dot")
-    embeddings = fam.embed(GALLERY)
-    with pytest.raises(ValueError, match="build_index makes inner-product"):
-        build_index(make_fam(lambda q, r: (q * r).sum(1)), embeddings)
-    with pytest.raises(ValueError, match="train_size must be"):
-        build_index(fam, embeddings, "IVF2,Flat", train_size=0)
-    trained = build_index(fam, embeddings, "IVF2,Flat", train_size=20)
-    assert trained.ntotal == 40 and trained.is_trained
-    hits = explain_search(fam, QUERIES, trained, k=2)  # direct map made by build_index
-    assert hits.vectors.shape == (3, 2, 6)
-    monkeypatch.setitem(sys.modules, "faiss", None)
-    with pytest.raises(ImportError, match=r"captum-fam\[index\]"):
-        build_index(fam, embeddings)
