@@ -16,6 +16,10 @@ the dataset jobs all compute through an :class:`Engine` (``fam.engine``):
 5. combination (:mod:`.combine`): the weighted sum of activation maps, masked.
 
 The engine holds no per-call state, so one engine serves concurrent calls from threads.
+
+This module is mostly the :class:`Engine` class (about 500 lines with its docstrings): its
+methods are the steps of one computation over one configuration, and the pieces that stand on
+their own (capture, reading, pooling, references, pairs, combination) are modules beside it.
 """
 
 from __future__ import annotations
