@@ -1,9 +1,11 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# Each creates .venv if missing and installs what it needs (pip takes torch from local wheels where present).
+# Each creates .venv if missing and installs what it needs (pip takes torch from local wheels where present):
+# `make demo` only the package and torchvision, `make test` (and lint, docs, ...) the full toolchain.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 export MPLBACKEND := Agg
 
 .PHONY: install test lint demo bench docs tutorials clean
@@ -14,7 +16,11 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,vision]"
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[vision]"
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -25,12 +31,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/captum-fam demo --out fam-demo.png
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py --markdown
-	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/retrieval.py --markdown
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -1,63 +1,57 @@
-"""Speed and peak memory of FAM against the inference limit and two gradient baselines.
+"""Speed and peak memory of FAM on ResNet-50 against the inference forwards and Captum baselines.
 
-What is measured: explaining 8 query/reference pairs with a ResNet-50 (random weights, 224 px,
-CPU, one process), the rows being
+What is measured: explaining 8 query/reference pairs with ResNet-50s (random weights, 224 px,
+CPU, one process). FAM is gradient-free: it needs the layer's activations of the queries and of
+the references, one forward each, so its cost floor is the model's own inference forwards of
+the same images, and the table prints every row's time as a ratio to them (what FAM's code
+controls) rather than absolute times (which mostly say how fast the machine is). The rows:
 
-- ``limit``: the inference forwards FAM cannot avoid, ``model(queries)`` and
-  ``model(references)`` under ``torch.inference_mode``;
-- ``FAM``: ``fam.attribute(queries, reference=references)``;
-- ``FAM, cached``: ``fam.attribute(queries, reference_embeddings=...)`` with the references'
-  embeddings computed beforehand by ``fam.embed`` (a gallery or a prototype cache);
-- ``LayerGradCam``: Captum's Grad-CAM on ``model.layer4`` of a cosine forward, which returns
-  one score per query, the cosine of its pooled layer4 features with its reference's embedding;
-- ``IntegratedGradients``: Captum's IG on the same cosine forward, w.r.t. the input pixels.
+- ``forwards``: ``model(queries)`` and ``model(references)`` under ``torch.inference_mode``,
+  the model being a ResNet-50 feature extractor (``model.fc = nn.Identity()``: its output is
+  the pooled ``layer4``);
+- ``FAM, default embedding``: ``FeatureActivationMap(model, model.layer4)``, with reference
+  images and with cached reference embeddings (``fam.embed``, as for a gallery or prototypes);
+- ``FAM, embedding="layer"`` at ``layer4`` and at ``layer3``: the similarity of the layer's
+  pooled channels, for which the forward stops right after the layer (early exit), so at
+  ``layer3`` FAM skips ``layer4`` altogether;
+- Captum ``LayerGradCam`` at the same layers, on a cosine forward of the pooled layer features
+  (the trunk up to the layer, then its global average): with reference images (their pooled
+  features computed in the call, without gradients) and, at ``layer4``, with the cached
+  reference embeddings, as is Captum ``IntegratedGradients`` on the ``layer4`` cosine forward;
+- a ResNet-50 with a projection head (``model.fc = nn.Linear(2048, 256)``): its inference
+  forwards and FAM with the default embedding.
 
-FAM is gradient-free: it needs the layer's activations of the queries and of the references,
-one forward each, and nothing else. Its cost floor is therefore the ``limit`` row, and the
-table prints every row's time as a ratio to that floor: the ratio is what FAM's code controls
-(overhead on top of the forwards), whereas absolute times mostly say how fast this machine is.
-The targets are FAM <= 1.05x the limit, cached <= 0.55x (the query forward only), and a peak
-memory below LayerGradCam's (no autograd graph). They are printed beside the measurements, not
-asserted: timings on a shared machine are evidence, not a test.
+Targets, printed beside the measurements with a verdict (never asserted: timings on a shared
+machine are evidence, not a test): FAM with the default embedding <= 1.05x the forwards and a
+peak memory below LayerGradCam's (no autograd graph through the backbone); cached references
+<= 0.55x (the query forward only); the early exit at ``layer4`` <= 1.02x and at ``layer3``
+<= 0.85x the full forwards it replaces.
 
-Method: everything is seeded; every row runs once as a warm-up; then each repeat times every
-row once, round-robin (the starting row rotates from repeat to repeat) so that machine noise
-hits all rows alike, and the table shows medians. IntegratedGradients costs about
-``3 * n_steps / 2`` limits, so it is timed in the first ``--ig-repeats`` repeats only and warmed
-up on one internal batch instead of a full call. Peak memory comes from separate runs of this
-script (``--row NAME``), one per row, each reporting its own peak resident set size after
-building the model and inputs and running its row once; a ``baseline`` child that only builds
-the model and inputs gives the floor that the last column subtracts. The peak is Linux's
-``VmHWM`` (``/proc/self/status``), not ``ru_maxrss``: ``ru_maxrss`` is preserved across
-``execve``, so a child spawned by this (large) timing process would report at least the
-parent's resident size at the spawn, whatever the child itself uses.
+Method (``benchmarks/harness.py``): everything is seeded; times are medians of round-robin
+interleaved repeats in this process (IntegratedGradients, about ``3 * n_steps / 2`` forwards a
+call, is timed in the first ``--ig-repeats`` repeats only and warmed up on one internal batch);
+peak memory is the ``VmHWM`` of a fresh child process (this script with
+``--peak-memory-row=NAME``) that builds the models and inputs, computes the reference
+embeddings where the row takes them, and runs its row once, minus that of a baseline child that
+only builds the models and inputs.
 
 Usage::
 
-    python benchmarks/speed.py               # full run (a few minutes to an hour on 2 cores)
-    python benchmarks/speed.py --quick       # smoke run: 2 pairs, 112 px, 2 repeats, IG 10 steps
+    python benchmarks/speed.py               # full run (under 15 minutes on 2 cores, mostly IG)
+    python benchmarks/speed.py --quick       # smoke run: 2 pairs, 64 px, 2 repeats, IG 10 steps,
+                                             # one torch thread, peak memory of FAM and
+                                             # LayerGradCam only
     python benchmarks/speed.py --markdown    # print the table as Markdown (for the README)
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import platform
-import random
-import resource
-import statistics
-import subprocess
-import sys
-import time
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from functools import cached_property
 
-import captum
-import numpy as np
 import torch
 import torchvision
 from captum.attr import IntegratedGradients, LayerGradCam
@@ -65,21 +59,68 @@ from torch import Tensor, nn
 
 from captum_fam import FeatureActivationMap
 
-LIMIT, FAM, CACHED, GRADCAM, IG = "limit", "fam", "fam_cached", "gradcam", "ig"
-ROWS = (LIMIT, FAM, CACHED, GRADCAM, IG)
-BASELINE = "baseline"
-LABELS = {
-    LIMIT: "limit: inference forwards (queries + references)",
-    FAM: "FAM, reference images",
-    CACHED: "FAM, cached reference embeddings",
-    GRADCAM: "Captum LayerGradCam, cosine forward",
-    IG: "Captum IntegratedGradients, cosine forward",
-    BASELINE: "baseline: model + inputs only",
-}
-FAM_TIME_TARGET = 1.05
-CACHED_TIME_TARGET = 0.55
-FULL = {"pairs": 8, "image_size": 224, "repeats": 7, "ig_steps": 50}
-QUICK = {"pairs": 2, "image_size": 112, "repeats": 2, "ig_steps": 10}
+if __package__:
+    from benchmarks import harness
+else:  # python benchmarks/speed.py: this folder is on sys.path
+    import harness
+
+FORWARDS, FAM, CACHED, GRADCAM, IG = "forwards", "fam", "fam_cached", "gradcam", "ig"
+EXIT4, GRADCAM4, EXIT3, GRADCAM3 = "fam_layer4", "gradcam_layer4", "fam_layer3", "gradcam_layer3"
+HEAD_FORWARDS, HEAD_FAM = "head_forwards", "head_fam"
+PROJECTION_DIM = 256
+FULL = {"pairs": 8, "image_size": 224, "repeats": 7, "ig_steps": 50, "threads": None}
+# One torch thread: on a loaded machine two threads wait on each other at every barrier.
+QUICK = {"pairs": 2, "image_size": 64, "repeats": 2, "ig_steps": 10, "threads": 1}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: what it runs is in :func:`make_rows`, under the same name."""
+
+    name: str
+    label: str
+    floor: str  # the forwards row its time is a ratio to
+    gradcam: str | None = None  # the LayerGradCam row at the same layer, for FAM rows
+    time_target: float | None = None  # at most this ratio to the floor
+    footnote: str = ""  # a marker explained in the notes under the table
+
+
+ROWS = (
+    Row(FORWARDS, "forwards: ResNet-50 feature extractor, queries + references", FORWARDS),
+    Row(FAM, "FAM, default embedding ({default}), layer4, reference images", FORWARDS,
+        gradcam=GRADCAM4, time_target=1.05),
+    Row(CACHED, "FAM, default embedding ({default}), layer4, cached reference embeddings",
+        FORWARDS, gradcam=GRADCAM, time_target=0.55),
+    Row(GRADCAM, "Captum LayerGradCam, layer4, cosine forward, cached reference embeddings",
+        FORWARDS, footnote="[b]"),
+    Row(IG, "Captum IntegratedGradients, layer4 cosine forward, cached reference embeddings",
+        FORWARDS, footnote="[b]"),
+    Row(EXIT4, "FAM, embedding='layer' (early exit), layer4, reference images", FORWARDS,
+        gradcam=GRADCAM4, time_target=1.02),
+    Row(GRADCAM4, "Captum LayerGradCam, layer4, cosine forward, reference images", FORWARDS),
+    Row(EXIT3, "FAM, embedding='layer' (early exit), layer3, reference images", FORWARDS,
+        gradcam=GRADCAM3, time_target=0.85),
+    Row(GRADCAM3, "Captum LayerGradCam, layer3, cosine forward, reference images", FORWARDS),
+    Row(HEAD_FORWARDS, f"forwards: ResNet-50 + Linear(2048, {PROJECTION_DIM}) head, "
+        "queries + references", HEAD_FORWARDS),
+    Row(HEAD_FAM, "FAM on the head model, default embedding ({head_default}), layer4, "
+        "reference images", HEAD_FORWARDS),
+)  # fmt: skip
+ROW_NAMES = tuple(row.name for row in ROWS)
+MEMORY_TARGET = (FAM, GRADCAM)  # FAM's peak must stay below LayerGradCam's
+# A child costs seconds of imports alone: the smoke run measures the memory target's rows only.
+QUICK_MEMORY_ROWS = MEMORY_TARGET
+
+COLUMNS = (
+    harness.Column("row", "row"),
+    harness.Column("median", "median ms", "right"),
+    harness.Column("spread", "spread ms", "right"),
+    harness.Column("forwards", "ratio to forwards", "right"),
+    harness.Column("gradcam", "ratio to LayerGradCam, same layer", "right"),
+    harness.Column("peak", "peak RSS MiB", "right"),
+    harness.Column("above", "above baseline MiB", "right"),
+    harness.Column("target", "target"),
+)
 
 
 @dataclass(frozen=True)
@@ -94,9 +135,11 @@ class Config:
     ig_batch: int
     threads: int
     seed: int
+    memory_workers: int
+    memory_rows: tuple[str, ...]  # the rows whose peak memory is measured
 
     def child_args(self) -> list[str]:
-        """The options that make a ``--row`` child build exactly the same workload."""
+        """The options that make a peak-memory child build exactly the same workload."""
         return [
             f"--pairs={self.pairs}",
             f"--image-size={self.image_size}",
@@ -107,238 +150,212 @@ class Config:
         ]
 
 
-@dataclass
-class Workload:
-    """The model, its FAM and the query/reference batches."""
-
-    model: nn.Module
-    fam: FeatureActivationMap
-    queries: Tensor
-    references: Tensor
-
-
 class CosineToReference(nn.Module):
-    """One score per query: cosine of its pooled layer4 features with its reference embedding.
+    """One score per query: the cosine of its pooled ``layer`` features with its reference's.
 
-    The ResNet's own modules run (so Captum can hook ``model.layer4``); the classifier head is
-    skipped, as the embedding is the global average of layer4. The reference embeddings come as
-    a forward argument, so that IntegratedGradients expands them along with its scaled inputs.
+    The ResNet's own modules run up to and including ``layer`` (so Captum can hook it), then a
+    global average. The reference embeddings come as a forward argument, so that
+    IntegratedGradients expands them along with its scaled inputs.
     """
 
-    def __init__(self, model: torchvision.models.ResNet) -> None:
+    def __init__(self, model: torchvision.models.ResNet, layer: str) -> None:
         super().__init__()
-        self.trunk = nn.Sequential(*list(model.children())[:-2])  # up to and including layer4
+        names = [name for name, _ in model.named_children()]
+        self.trunk = nn.Sequential(*list(model.children())[: names.index(layer) + 1])
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        return self.trunk(images).mean(dim=(2, 3))
 
     def forward(self, inputs: Tensor, reference_embeddings: Tensor) -> Tensor:
         embeddings = self.trunk(inputs).mean(dim=(2, 3))
         return torch.cosine_similarity(embeddings, reference_embeddings, dim=1)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 (the global state is what libraries draw from)
-    torch.manual_seed(seed)
+class Workload:
+    """Two random-weight ResNet-50s in eval mode, their FAMs and the query/reference batches."""
+
+    def __init__(self, config: Config) -> None:
+        harness.seed_everything(config.seed)
+        harness.set_threads(config.threads)
+        self.model = torchvision.models.resnet50(weights=None)
+        self.model.fc = nn.Identity()  # a feature extractor: the output is the pooled layer4
+        self.model.eval()
+        self.head_model = copy.deepcopy(self.model)
+        self.head_model.fc = nn.Linear(2048, PROJECTION_DIM)
+        self.head_model.eval()
+        shape = (config.pairs, 3, config.image_size, config.image_size)
+        self.queries, self.references = torch.randn(shape), torch.randn(shape)
+        self.fam = FeatureActivationMap(self.model, self.model.layer4)
+        self.exit4 = FeatureActivationMap(self.model, self.model.layer4, embedding="layer")
+        self.exit3 = FeatureActivationMap(self.model, self.model.layer3, embedding="layer")
+        self.head_fam = FeatureActivationMap(self.head_model, self.head_model.layer4)
+        self.cosine4 = CosineToReference(self.model, "layer4")
+        self.cosine3 = CosineToReference(self.model, "layer3")
+
+    @cached_property
+    def fam_embeddings(self) -> Tensor:
+        """The references' embeddings in the space of the default FAM (cached rows)."""
+        return self.fam.embed(self.references)
+
+    @cached_property
+    def cosine_embeddings(self) -> Tensor:
+        """The references' pooled layer4 features (the gradient baselines' cached rows)."""
+        return self.cosine4.embed(self.references)
+
+    def prepare(self, names: tuple[str, ...]) -> None:
+        """Computes the cached reference embeddings that these rows take, outside any timing."""
+        if CACHED in names:
+            _ = self.fam_embeddings
+        if GRADCAM in names or IG in names:
+            _ = self.cosine_embeddings
+
+    def labels(self) -> dict[str, str]:
+        """Row labels, with the embedding each default FAM actually uses."""
+        default = getattr(self.fam, "embedding", "?")
+        head_default = getattr(self.head_fam, "embedding", "?")
+        return {
+            row.name: row.label.format(default=default, head_default=head_default) for row in ROWS
+        }
 
 
-def build_workload(config: Config) -> Workload:
-    """A random-weight ResNet-50 in eval mode and ``pairs`` query/reference images."""
-    seed_everything(config.seed)
-    torch.set_num_threads(config.threads)
-    model = torchvision.models.resnet50(weights=None).eval()
-    shape = (config.pairs, 3, config.image_size, config.image_size)
-    queries, references = torch.randn(shape), torch.randn(shape)
-    return Workload(model, FeatureActivationMap(model, model.layer4), queries, references)
+def make_rows(work: Workload, config: Config) -> dict[str, Callable[[], object]]:
+    """Each row as a call without arguments (call ``work.prepare`` first for cached rows)."""
+    queries, references = work.queries, work.references
+    gradcam = LayerGradCam(work.cosine4, work.model.layer4)
+    gradcam4 = LayerGradCam(work.cosine4, work.model.layer4)
+    gradcam3 = LayerGradCam(work.cosine3, work.model.layer3)
+    integrated_gradients = IntegratedGradients(work.cosine4)
 
+    def forwards(model: nn.Module) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                model(queries)
+                model(references)
 
-def make_rows(workload: Workload, config: Config, embeddings: Tensor) -> dict[str, Callable]:
-    """Each row as a call without arguments; ``embeddings`` are the references', precomputed."""
-    model, fam, queries, references = (
-        workload.model, workload.fam, workload.queries, workload.references,
-    )  # fmt: skip
-    cosine = CosineToReference(model)
-    gradcam = LayerGradCam(cosine, model.layer4)
-    integrated_gradients = IntegratedGradients(cosine)
+        return run
 
-    def limit() -> None:
-        with torch.inference_mode():
-            model(queries)
-            model(references)
+    def gradcam_with_references(cosine: CosineToReference, method: LayerGradCam) -> Callable:
+        def run() -> Tensor:
+            rows = cosine.embed(references)  # without gradients, as FAM's reference forward
+            return method.attribute(queries, additional_forward_args=rows, relu_attributions=True)
+
+        return run
 
     return {
-        LIMIT: limit,
-        FAM: lambda: fam.attribute(queries, reference=references),
-        CACHED: lambda: fam.attribute(queries, reference_embeddings=embeddings),
+        FORWARDS: forwards(work.model),
+        FAM: lambda: work.fam.attribute(queries, reference=references),
+        CACHED: lambda: work.fam.attribute(queries, reference_embeddings=work.fam_embeddings),
         GRADCAM: lambda: gradcam.attribute(
-            queries, additional_forward_args=embeddings, relu_attributions=True
+            queries, additional_forward_args=work.cosine_embeddings, relu_attributions=True
         ),
         IG: lambda: integrated_gradients.attribute(
             queries,
-            additional_forward_args=embeddings,
+            additional_forward_args=work.cosine_embeddings,
             n_steps=config.ig_steps,
             internal_batch_size=config.ig_batch,
         ),
+        EXIT4: lambda: work.exit4.attribute(queries, reference=references),
+        GRADCAM4: gradcam_with_references(work.cosine4, gradcam4),
+        EXIT3: lambda: work.exit3.attribute(queries, reference=references),
+        GRADCAM3: gradcam_with_references(work.cosine3, gradcam3),
+        HEAD_FORWARDS: forwards(work.head_model),
+        HEAD_FAM: lambda: work.head_fam.attribute(queries, reference=references),
     }
 
 
-def ig_warmup(workload: Workload, config: Config, embeddings: Tensor) -> Callable:
+def ig_warmup(work: Workload, config: Config) -> Callable[[], object]:
     """IG on as many steps as fill one internal batch: the timed call's shapes, at low cost."""
     steps = max(2, config.ig_batch // config.pairs)
-    integrated_gradients = IntegratedGradients(CosineToReference(workload.model))
+    integrated_gradients = IntegratedGradients(work.cosine4)
     return lambda: integrated_gradients.attribute(
-        workload.queries,
-        additional_forward_args=embeddings,
+        work.queries,
+        additional_forward_args=work.cosine_embeddings,
         n_steps=steps,
         internal_batch_size=config.ig_batch,
     )
 
 
-def time_rows(config: Config) -> dict[str, list[float]]:
-    """Round-robin timings in this process: milliseconds per row, one entry per repeat."""
-    workload = build_workload(config)
-    embeddings = workload.fam.embed(workload.references)
-    rows = make_rows(workload, config, embeddings)
-    warmups = {**rows, IG: ig_warmup(workload, config, embeddings)}
-    for name in ROWS:
-        log(f"warm-up: {name}")
-        warmups[name]()
-    times: dict[str, list[float]] = {name: [] for name in ROWS}
-    for repeat in range(config.repeats):
-        order = ROWS[repeat % len(ROWS) :] + ROWS[: repeat % len(ROWS)]
-        for name in order:
-            if name == IG and repeat >= config.ig_repeats:
-                continue
-            gc.collect()
-            start = time.perf_counter()
-            rows[name]()
-            times[name].append((time.perf_counter() - start) * 1e3)
-        log(f"repeat {repeat + 1}/{config.repeats}: " + ", ".join(
-            f"{name} {times[name][-1]:.0f} ms" for name in order if len(times[name]) > repeat
-        ))  # fmt: skip
-    return times
-
-
-def run_row(name: str, config: Config) -> float:
-    """Build the workload, run one row once, return this process's peak RSS in MiB."""
-    workload = build_workload(config)
-    if name != BASELINE:
-        embeddings = workload.fam.embed(workload.references)
-        make_rows(workload, config, embeddings)[name]()
-    return peak_rss_mib()
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size (MiB) since its ``execve``.
-
-    Linux's ``VmHWM`` belongs to the address space, which ``execve`` replaces. ``ru_maxrss``
-    survives ``execve`` and so includes the spawning parent's size (checked: a child of a
-    parent holding 800 MiB reports 811 MiB of ``ru_maxrss`` and 11 MiB of ``VmHWM``); it is
-    only the fallback where ``/proc`` is missing.
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes or KiB
-
-
-def measure_peak(name: str, config: Config) -> float:
-    """Peak RSS (MiB) of a fresh ``--row NAME`` child of this script."""
-    log(f"peak memory: {name}")
-    command = [sys.executable, str(Path(__file__).resolve()), f"--row={name}"]
-    result = subprocess.run(
-        command + config.child_args(), check=True, capture_output=True, text=True
-    )
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"])
-
-
-def target_cells(medians: dict[str, float], peaks: dict[str, float]) -> dict[str, str]:
-    """The targets, each with whether this run met it."""
-
-    def verdict(met: bool) -> str:
-        return "met" if met else "MISSED"
-
-    fam_ratio, cached_ratio = (medians[name] / medians[LIMIT] for name in (FAM, CACHED))
-    memory_met = peaks[FAM] < peaks[GRADCAM]
-    return {
-        FAM: f"time <= {FAM_TIME_TARGET:.2f}x: {verdict(fam_ratio <= FAM_TIME_TARGET)}; "
-        f"peak < LayerGradCam's: {verdict(memory_met)}",
-        CACHED: f"time <= {CACHED_TIME_TARGET:.2f}x: {verdict(cached_ratio <= CACHED_TIME_TARGET)}",
-        GRADCAM: "FAM's peak must stay below this",
-    }
-
-
-def table(times: dict[str, list[float]], peaks: dict[str, float]) -> list[list[str]]:
-    header = ["row", "median ms", "ratio to limit", "peak RSS MiB", "above baseline MiB", "target"]
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    targets = target_cells(medians, peaks)
-    lines = [header]
-    for name in ROWS:
-        label = LABELS[name] + (" [b]" if name in (GRADCAM, IG) else "")
-        lines.append([
-            label,
-            f"{medians[name]:.0f}",
-            f"{medians[name] / medians[LIMIT]:.2f}x",
-            f"{peaks[name]:.0f}",
-            f"{peaks[name] - peaks[BASELINE]:.0f}",
-            targets.get(name, ""),
-        ])  # fmt: skip
-    lines.append([LABELS[BASELINE], "", "", f"{peaks[BASELINE]:.0f}", "0", ""])
-    return lines
-
-
-def render(lines: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        rule = ["---", "---:", "---:", "---:", "---:", "---"]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in [lines[0], rule, *lines[1:]])
-    widths = [max(len(cells[i]) for cells in lines) for i in range(len(lines[0]))]
-    rows = [
-        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-        for cells in lines
-    ]
-    return "\n".join([rows[0], "-" * len(rows[0]), *rows[1:]])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"Machine: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"torchvision {torchvision.__version__}, captum {captum.__version__}"
+def time_rows(work: Workload, config: Config) -> dict[str, harness.Timing]:
+    work.prepare(ROW_NAMES)
+    return harness.time_interleaved(
+        make_rows(work, config),
+        config.repeats,
+        repeats_of={IG: config.ig_repeats},
+        warmups={IG: ig_warmup(work, config)},
     )
 
 
-def notes(config: Config, times: dict[str, list[float]]) -> list[str]:
+def run_row(name: str, config: Config) -> None:
+    """The peak-memory child: build the workload, run one row once (or none), report."""
+    work = Workload(config)
+    if name == harness.BASELINE:
+        harness.report_peak(name, None)
+        return
+    work.prepare((name,))
+    harness.report_peak(name, make_rows(work, config)[name])
+
+
+def target_text(row: Row, ratio: float, memory: harness.PeakMemory) -> str:
+    parts = []
+    if row.time_target is not None:
+        met = ratio <= row.time_target
+        parts.append(f"time <= {row.time_target:.2f}x: {harness.verdict(met)}")
+    if row.name == MEMORY_TARGET[0]:
+        met = memory.peaks[row.name] < memory.peaks[MEMORY_TARGET[1]]
+        parts.append(f"peak < LayerGradCam's: {harness.verdict(met)}")
+    if row.name == MEMORY_TARGET[1]:
+        parts.append("FAM's peak must stay below this")
+    return "; ".join(parts)
+
+
+def table(
+    times: dict[str, harness.Timing], memory: harness.PeakMemory, labels: dict[str, str]
+) -> harness.Table:
+    result = harness.Table(COLUMNS)
+    for row in ROWS:
+        median = times[row.name].median
+        ratio = median / times[row.floor].median
+        versus = "" if row.gradcam is None else f"{median / times[row.gradcam].median:.2f}x"
+        measured = row.name in memory.peaks
+        result.add(
+            row=f"{labels[row.name]} {row.footnote}".strip(),
+            median=f"{median:.0f}",
+            spread=times[row.name].spread_text(),
+            forwards=f"{ratio:.2f}x",
+            gradcam=versus,
+            peak=f"{memory.peaks[row.name]:.0f}" if measured else "-",
+            above=f"{memory.above_baseline(row.name):.0f}" if measured else "-",
+            target=target_text(row, ratio, memory),
+        )
+    result.add(
+        row="baseline: models + inputs only", median="", spread="", forwards="", gradcam="",
+        peak=f"{memory.baseline:.0f}", above="0", target="",
+    )  # fmt: skip
+    return result
+
+
+def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
     return [
-        f"ResNet-50 (torchvision, random weights, eval mode), {config.image_size} px, "
+        f"ResNet-50s (torchvision, random weights, eval mode), {config.image_size} px, "
         f"{config.pairs} query/reference pairs, CPU, one process; medians over "
-        f"{len(times[LIMIT])} interleaved repeats, IntegratedGradients over "
-        f"{len(times[IG])} (n_steps={config.ig_steps}, internal_batch_size={config.ig_batch}); "
-        "ratios are to the limit row's median.",
-        "[b] The cosine forward compares each query with its reference's embedding, computed "
-        "once by fam.embed outside the timing, as for the cached FAM row; the limit row counts "
-        "the reference forward, these rows do not.",
-        "Peak RSS: VmHWM of a fresh process (python benchmarks/speed.py --row NAME) that "
-        "builds the model and inputs, computes the reference embeddings where the row uses "
-        "them (one inference forward, no higher than the row's own) and runs the row once. "
-        "'above baseline' subtracts the baseline process, which only builds the model and "
-        "inputs.",
-        "Spread of the timed repeats (min-max ms): "
-        + ", ".join(f"{name} {min(times[name]):.0f}-{max(times[name]):.0f}" for name in ROWS)
-        + ".",
-        machine(),
+        f"{len(times[FORWARDS].milliseconds)} round-robin repeats (spread: fastest-slowest), "
+        f"IntegratedGradients over {len(times[IG].milliseconds)} (n_steps={config.ig_steps}, "
+        f"internal_batch_size={config.ig_batch}). 'ratio to forwards': to the inference "
+        "forwards of the same model (the head model's rows to its own); 'ratio to "
+        "LayerGradCam': to the LayerGradCam row at the same layer that takes the references "
+        "the same way (images or cached embeddings).",
+        "[b] The cosine forward compares each query with its reference's pooled layer4 "
+        "features, computed once outside the timing, as for the cached FAM row; the forwards "
+        "row counts the reference forward, these rows do not.",
+        "Peak RSS: VmHWM of a fresh process (python benchmarks/speed.py "
+        "--peak-memory-row=NAME) that builds the models and inputs, computes the cached "
+        "reference embeddings where the row takes them (one inference forward, no higher than "
+        "the row's own) and runs the row once; 'above baseline' subtracts the baseline process, "
+        "which only builds the models and inputs."
+        + ("" if len(config.memory_rows) == len(ROWS) else " '-': not measured (--quick)."),
+        harness.machine_facts(("torch", "torchvision", "captum")),
     ]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
@@ -351,9 +368,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     parser.add_argument("--image-size", type=int, help=f"pixels ({FULL['image_size']})")
     parser.add_argument("--ig-steps", type=int, help=f"IG n_steps ({FULL['ig_steps']})")
     parser.add_argument("--ig-batch", type=int, default=25, help="IG internal_batch_size (25)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: all cores; 1 with --quick)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--row", choices=(*ROWS, BASELINE), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-workers", type=int, default=2, help="peak-memory children at a time (2)"
+    )
+    parser.add_argument(
+        harness.PEAK_ROW_OPTION, choices=(*ROW_NAMES, harness.BASELINE), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     repeats = args.repeats or defaults["repeats"]
@@ -364,20 +388,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         ig_repeats=max(1, min(args.ig_repeats, repeats)),
         ig_steps=args.ig_steps or defaults["ig_steps"],
         ig_batch=args.ig_batch,
-        threads=args.threads or len(os.sched_getaffinity(0)),
+        threads=args.threads or defaults["threads"] or harness.available_cores(),
         seed=args.seed,
+        memory_workers=args.memory_workers,
+        memory_rows=QUICK_MEMORY_ROWS if args.quick else ROW_NAMES,
     )
     return args, config
 
 
 def main(argv: list[str] | None = None) -> None:
     args, config = parse_args(argv)
-    if args.row:  # a memory child: one JSON line on stdout
-        print(json.dumps({"row": args.row, "peak_rss_mib": run_row(args.row, config)}))
+    if args.peak_memory_row:  # a peak-memory child: one JSON line on stdout
+        run_row(args.peak_memory_row, config)
         return
-    times = time_rows(config)
-    peaks = {name: measure_peak(name, config) for name in (BASELINE, *ROWS)}
-    print(render(table(times, peaks), args.markdown))
+    work = Workload(config)
+    times = time_rows(work, config)
+    labels = work.labels()
+    del work  # the children measure memory; this process need not hold the models meanwhile
+    memory = harness.measure_peak_memory(
+        config.memory_rows, config.child_args(), workers=config.memory_workers
+    )
+    print(table(times, memory, labels).render(args.markdown))
     print()
     for line in notes(config, times):
         print(f"- {line}" if args.markdown else line)

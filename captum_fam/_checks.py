@@ -25,7 +25,12 @@ def all_finite(tensor: Tensor) -> bool:
 
 
 def format_batch(value: Any, name: str) -> tuple[Tensor, ...]:
-    """A Tensor or a tuple of Tensors of floating dtype, finite, sharing the first dimension."""
+    """A Tensor or a tuple of Tensors sharing the first dimension.
+
+    Floating tensors (images, features) must be finite; integer and bool tensors (token ids,
+    attention masks) are taken as they are. ``uint8`` is refused: it is how image bytes
+    arrive, and a model needs them as floats.
+    """
     if isinstance(value, Tensor):
         tensors: tuple[Tensor, ...] = (value,)
     elif isinstance(value, (tuple, list)) and value and all(isinstance(t, Tensor) for t in value):
@@ -38,11 +43,12 @@ def format_batch(value: Any, name: str) -> tuple[Tensor, ...]:
         label = name if len(tensors) == 1 else f"{name}[{index}]"
         if tensor.dim() == 0:
             raise ValueError(f"{label} must have a batch dimension first; got a 0-d tensor")
-        if not tensor.is_floating_point():
+        if tensor.dtype == torch.uint8 or tensor.is_complex():
             raise TypeError(
-                f"{label} must be a floating point tensor (images as float); got {tensor.dtype}"
+                f"{label} must be a floating point tensor (images as float, e.g. "
+                f"images.float() / 255) or integer token ids; got {tensor.dtype}"
             )
-        if not all_finite(tensor):
+        if tensor.is_floating_point() and not all_finite(tensor):
             raise ValueError(f"{label} contains NaN or Inf values")
     sizes = {tensor.shape[0] for tensor in tensors}
     if len(sizes) != 1:

@@ -15,7 +15,8 @@ decomposition in two ways:
 - ``weighting="contribution"``: ``w_k = q[k] * g_k``, the k-th term of the score's sum over
   channels (the paper's "channel-wise contribution"). These weights sum to ``s - c``.
 
-A new similarity is one small :class:`Similarity` subclass; the attribution class never changes.
+The rule is :func:`channel_weights`, used by the engine for every map. A new similarity is one
+small :class:`Similarity` subclass; the attribution class never changes.
 """
 
 from __future__ import annotations
@@ -27,18 +28,42 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "SIMILARITIES",
     "WEIGHTINGS",
     "CallableSimilarity",
     "CosineSimilarity",
     "DotSimilarity",
     "EuclideanSimilarity",
     "Similarity",
+    "channel_weights",
     "resolve_similarity",
 ]
 
-WEIGHTINGS = ("contribution", "reference")
+WEIGHTINGS = ("reference", "contribution")
+"""FAM's two readings of the channel coefficients, the default first."""
 
 SimilarityFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def channel_weights(pooled: Tensor, coefficients: Tensor, weighting: str) -> Tensor:
+    r"""FAM's channel weights: the one place where the two weightings differ.
+
+    Args:
+        pooled (Tensor): ``(N, C)`` the query's pooled activations at the layer.
+        coefficients (Tensor): ``(N, C)`` the score's channel coefficients ``g`` at the layer
+                    (for ``embedding="output"``, the output-space coefficients pulled back
+                    through the head).
+        weighting (str): ``"reference"``: ``w = g``; ``"contribution"``: ``w = pooled * g``,
+                    each channel's term of the score.
+
+    Returns:
+        *Tensor* ``(N, C)`` of weights.
+    """
+    if weighting == "reference":
+        return coefficients
+    if weighting == "contribution":
+        return pooled * coefficients
+    raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {weighting!r}")
 
 
 class Similarity(ABC):
@@ -76,11 +101,8 @@ class Similarity(ABC):
         """Raise ``ValueError`` for embeddings the score is not defined for."""
 
     def weights(self, query: Tensor, reference: Tensor, weighting: str) -> Tensor:
-        """Channel weights ``(N, C)`` of FAM under ``weighting`` ("contribution" or "reference")."""
-        coefficients = self.coefficients(query, reference)
-        if weighting == "reference":
-            return coefficients
-        return query * coefficients
+        """Channel weights ``(N, C)`` of FAM under ``weighting``: :func:`channel_weights`."""
+        return channel_weights(query, self.coefficients(query, reference), weighting)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -205,6 +227,9 @@ _BUILT_IN: dict[str, type[Similarity]] = {
     "dot": DotSimilarity,
     "euclidean": EuclideanSimilarity,
 }
+
+SIMILARITIES = tuple(_BUILT_IN)
+"""The names of the built-in similarities, accepted as ``similarity=``."""
 
 
 def resolve_similarity(similarity: str | Similarity | SimilarityFn) -> Similarity:

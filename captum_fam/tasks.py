@@ -1,9 +1,12 @@
 """Task helpers: FAM for pairs, few-shot prototypes and retrieval, batched.
 
-Each helper runs the network once per image set (queries, support, gallery) and then computes
+Each helper runs the network once per input set (queries, support, gallery) and then computes
 any number of maps with cheap tensor work, because a FAM map only needs the query's
 activations and the reference's embedding. Each map equals the corresponding
-``fam.attribute`` call (the tests check it).
+``fam.attribute`` call (the tests check it). The helpers compute through ``fam.engine``, like
+``fam.attribute`` does, and take ``additional_forward_args`` (passed to every forward: queries,
+support, gallery) and ``pooling_mask`` (the index of the mask among the inputs, for padded
+sequences) as it does.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import torch
 from torch import Tensor
 
 from captum_fam._checks import TensorOrTuple, format_batch, format_embeddings, one_of
+from captum_fam._engine.pooling import PoolingMask
+from captum_fam._engine.references import plan_references
 from captum_fam.attribution import FeatureActivationMap
 
 __all__ = [
     "PairExplanation",
     "PrototypeExplanation",
     "RetrievalExplanation",
+    "class_prototypes",
     "explain_pair",
     "explain_prototypes",
     "explain_retrieval",
@@ -31,8 +37,8 @@ __all__ = [
 class PairExplanation:
     """Both sides of N pairs: ``maps_a`` (a against b), ``maps_b`` (b against a), ``scores``."""
 
-    maps_a: Tensor  # (N, 1, H, W)
-    maps_b: Tensor  # (N, 1, H', W')
+    maps_a: Tensor  # (N, 1, *S)
+    maps_b: Tensor  # (N, 1, *S')
     scores: Tensor  # (N,)
 
 
@@ -43,7 +49,7 @@ class PrototypeExplanation:
     classes: Tensor  # (W,) the support labels, sorted
     scores: Tensor  # (N, W) similarity to each prototype
     prediction: Tensor  # (N,) the class of the most similar prototype
-    maps: Tensor  # (N, W, H, W') one map per way
+    maps: Tensor  # (N, W, *S) one map per way
     prototypes: Tensor  # (W, D) mean support embeddings
 
 
@@ -53,8 +59,49 @@ class RetrievalExplanation:
 
     indices: Tensor  # (N, k) gallery rows, most similar first
     scores: Tensor  # (N, k)
-    maps: Tensor  # (N, k, H, W) the query against each retrieved item
-    gallery_maps: Tensor | None  # (N, k, H', W') each item against the query (gallery images)
+    maps: Tensor  # (N, k, *S) the query against each retrieved item
+    gallery_maps: Tensor | None  # (N, k, *S') each item against the query (gallery inputs)
+
+
+def class_prototypes(
+    embeddings: Tensor, labels: Tensor, normalize: bool = False
+) -> tuple[Tensor, Tensor]:
+    r"""Class prototypes: the mean embedding of each class, as prototypical networks use them.
+
+    Args:
+        embeddings (Tensor): ``(S, D)`` support embeddings (:meth:`FeatureActivationMap.embed`).
+        labels (Tensor): ``(S,)`` integer class labels.
+        normalize (bool, optional): Average unit-length embeddings (the usual prototype for a
+                    cosine model, where an embedding's length carries no class information).
+                    Default: False
+
+    Returns:
+        tuple[Tensor, Tensor]: ``classes (W,)`` (the labels, sorted) and ``prototypes (W, D)``.
+
+    Examples::
+
+        >>> classes, prototypes = class_prototypes(fam.embed(support), support_labels)
+        >>> maps = fam.attribute(queries, reference_embeddings=prototypes[0])
+    """
+    embeddings = format_embeddings(embeddings, "embeddings")
+    if not isinstance(labels, Tensor) or labels.shape != (embeddings.shape[0],):
+        raise ValueError(
+            f"labels must be a tensor of {embeddings.shape[0]} labels, one per embedding; got "
+            + (
+                f"shape {tuple(labels.shape)}"
+                if isinstance(labels, Tensor)
+                else type(labels).__name__
+            )
+        )
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class labels; got {labels.dtype}")
+    if normalize:
+        embeddings = torch.nn.functional.normalize(embeddings, dim=1)
+    classes, ways = torch.unique(labels.to(embeddings.device), return_inverse=True)
+    counts = torch.bincount(ways, minlength=len(classes)).to(embeddings.dtype)
+    sums = torch.zeros(len(classes), embeddings.shape[1], dtype=embeddings.dtype,
+                       device=embeddings.device).index_add_(0, ways, embeddings)  # fmt: skip
+    return classes, sums / counts[:, None]
 
 
 @torch.no_grad()
@@ -66,6 +113,8 @@ def explain_pair(
     foil_embeddings: Tensor | None = None,
     relu_attributions: bool = True,
     normalize_weights: bool = True,
+    additional_forward_args: Any = None,
+    pooling_mask: int | None = None,
 ) -> PairExplanation:
     r"""Explain N pairs from both sides: what in ``a`` matches ``b``, and the reverse.
 
@@ -74,15 +123,18 @@ def explain_pair(
 
     Args:
         fam (FeatureActivationMap): The model, layer, similarity and weighting.
-        a (Tensor or tuple[Tensor, ...]): N images.
-        b (Tensor or tuple[Tensor, ...]): N images, pair i is ``(a[i], b[i])``.
-        foil (Tensor or tuple[Tensor, ...], optional): Foil images (1 or N). Default: None
+        a (Tensor or tuple[Tensor, ...]): N inputs.
+        b (Tensor or tuple[Tensor, ...]): N inputs, pair i is ``(a[i], b[i])``.
+        foil (Tensor or tuple[Tensor, ...], optional): Foil inputs (1 or N). Default: None
         foil_embeddings (Tensor, optional): Or foil embeddings (1 or N rows). Default: None
         relu_attributions, normalize_weights (bool, optional): As in
                     :meth:`FeatureActivationMap.attribute`.
+        additional_forward_args (Any, optional): Passed to every forward. Default: None
+        pooling_mask (int, optional): Index of the pooling mask among the inputs of each side
+                    (``1`` for ``(input_ids, attention_mask)``). Default: None
 
     Returns:
-        :class:`PairExplanation` with ``maps_a``, ``maps_b`` ``(N, 1, H, W)`` and ``scores``
+        :class:`PairExplanation` with ``maps_a``, ``maps_b`` ``(N, 1, *S)`` and ``scores``
         ``(N,)``.
 
     Examples::
@@ -90,30 +142,30 @@ def explain_pair(
         >>> result = explain_pair(fam, faces_a, faces_b)
         >>> result.scores, result.maps_a.shape
     """
+    engine = fam.engine
     side_a, side_b = format_batch(a, "a"), format_batch(b, "b")
     n = side_a[0].shape[0]
     if side_b[0].shape[0] != n:
-        raise ValueError(f"a and b must hold the same number of images; got {n} and "
+        raise ValueError(f"a and b must hold the same number of examples; got {n} and "
                          f"{side_b[0].shape[0]}")  # fmt: skip
-    if foil is not None and foil_embeddings is not None:
-        raise ValueError("give at most one of foil or foil_embeddings; got both")
-    queries_a = fam._queries(side_a, None, False)
-    queries_b = fam._queries(side_b, None, False)
-    foil_rows = None
-    if foil is not None or foil_embeddings is not None:
-        foil_plan = fam._plan_references(n, side_a, foil, foil_embeddings, "foil")
-        foil_rows = fam._reference_rows(foil_plan, queries_a, None, False)
+    _check_mask_index(pooling_mask)
+    foil_plan = plan_references(n, side_a, foil, foil_embeddings, "foil", required=False)
+    args = additional_forward_args
+    queries_a = engine.queries(side_a, args, False, pooling_mask)
+    queries_b = engine.queries(side_b, args, False, pooling_mask)
+    foil_rows = (
+        None if foil_plan is None else engine.rows(foil_plan, queries_a.embeddings, args,
+                                                    False, pooling_mask)
+    )  # fmt: skip
     embeddings_a, embeddings_b = queries_a.embeddings, queries_b.embeddings
     fam.similarity.validate(embeddings_a, embeddings_b)
-    kwargs: dict[str, Any] = {
-        "relu_attributions": relu_attributions,
-        "normalize_weights": normalize_weights,
-    }
-    maps_a = fam._maps(queries_a, embeddings_b, foil_rows, **kwargs)
-    maps_b = fam._maps(queries_b, embeddings_a, foil_rows, **kwargs)
+    maps_a = engine.explain(queries_a, embeddings_b, foil_rows, None, relu_attributions,
+                            normalize_weights)  # fmt: skip
+    maps_b = engine.explain(queries_b, embeddings_a, foil_rows, None, relu_attributions,
+                            normalize_weights)  # fmt: skip
     device = side_a[0].device
     return PairExplanation(
-        maps_a.to(device), maps_b.to(device), fam.similarity.score(embeddings_a, embeddings_b)
+        maps_a.to(device), maps_b.to(device), engine.scores(embeddings_a, embeddings_b).to(device)
     )
 
 
@@ -127,11 +179,14 @@ def explain_prototypes(
     temperature: float = 1.0,
     relu_attributions: bool = True,
     normalize_weights: bool = True,
+    additional_forward_args: Any = None,
+    pooling_mask: int | None = None,
 ) -> PrototypeExplanation:
     r"""Explain an N-way K-shot episode: each query against every class prototype.
 
-    A prototype is the mean support embedding of a class (as in prototypical networks). One
-    forward for the support set and one for the queries; the W maps per query are tensor work.
+    A prototype is the mean support embedding of a class (:func:`class_prototypes`, as in
+    prototypical networks). One forward for the support set and one for the queries; the W
+    maps per query are tensor work.
 
     With ``contrastive=True`` each map explains the N-way decision itself: the way's channel
     weights minus the softmax-weighted mixture of all ways' weights, with probabilities
@@ -141,24 +196,28 @@ def explain_prototypes(
 
     Args:
         fam (FeatureActivationMap): The model, layer, similarity and weighting.
-        queries (Tensor or tuple[Tensor, ...]): N query images.
-        support (Tensor or tuple[Tensor, ...]): The support images of the episode.
-        support_labels (Tensor): Their integer labels, one per support image.
+        queries (Tensor or tuple[Tensor, ...]): N query inputs.
+        support (Tensor or tuple[Tensor, ...]): The support inputs of the episode.
+        support_labels (Tensor): Their integer labels, one per support example.
         contrastive (bool, optional): Explain the decision among the ways. Default: False
         temperature (float, optional): The classifier's logits are ``scores / temperature``
                     (only used when ``contrastive``). Default: 1.0
         relu_attributions, normalize_weights (bool, optional): As in
                     :meth:`FeatureActivationMap.attribute`.
+        additional_forward_args (Any, optional): Passed to every forward. Default: None
+        pooling_mask (int, optional): Index of the pooling mask among the inputs.
+                    Default: None
 
     Returns:
         :class:`PrototypeExplanation` with ``classes (W,)``, ``scores (N, W)``,
-        ``prediction (N,)``, ``maps (N, W, H, W')`` and ``prototypes (W, D)``.
+        ``prediction (N,)``, ``maps (N, W, *S)`` and ``prototypes (W, D)``.
 
     Examples::
 
         >>> episode = explain_prototypes(fam, queries, support, support_labels)
         >>> episode.prediction, episode.maps[:, 0]     # maps against the first class
     """
+    engine = fam.engine
     batch = format_batch(queries, "queries")
     support_batch = format_batch(support, "support")
     if not isinstance(support_labels, Tensor) or support_labels.shape != (
@@ -166,38 +225,37 @@ def explain_prototypes(
     ):
         raise ValueError(
             f"support_labels must be a tensor of {support_batch[0].shape[0]} labels, one per "
-            "support image"
+            "support example"
         )
     if support_labels.is_floating_point():
         raise TypeError(f"support_labels must be integer class labels; got {support_labels.dtype}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive; got {temperature}")
-    state = fam._queries(batch, None, False)
-    support_embeddings = fam._embed(support_batch, None, False)
-    classes, ways = torch.unique(support_labels.to(support_embeddings.device), return_inverse=True)
-    counts = torch.bincount(ways, minlength=len(classes)).to(support_embeddings.dtype)
-    prototypes = torch.zeros(
-        len(classes), support_embeddings.shape[1], dtype=support_embeddings.dtype,
-        device=support_embeddings.device,
-    ).index_add_(0, ways, support_embeddings) / counts[:, None]  # fmt: skip
-    prototypes = prototypes.to(state.embeddings.device)
+    _check_mask_index(pooling_mask)
+    args = additional_forward_args
+    state = engine.queries(batch, args, False, pooling_mask)
+    support_embeddings = engine.embed(support_batch, args, False, pooling_mask, "support")
+    classes, prototypes = class_prototypes(support_embeddings, support_labels)
+    prototypes = prototypes.to(state.embeddings)
 
-    n = batch[0].shape[0]
-    rows = [prototypes[w].expand(n, -1) for w in range(len(classes))]
-    for way_rows in rows:
-        fam.similarity.validate(state.embeddings, way_rows)
-    scores = torch.stack([fam.similarity.score(state.embeddings, r) for r in rows], dim=1)
-    coefficients = torch.stack([state.coefficients(fam.similarity, r) for r in rows], dim=1)
+    scores = engine.score_matrix(state.embeddings, prototypes)
+    n, ways = state.count, len(classes)
+    coefficients = fam.similarity.coefficients(
+        state.embeddings.repeat_interleave(ways, dim=0), prototypes.repeat(n, 1)
+    ).reshape(n, ways, -1)
     if contrastive:
         probabilities = torch.softmax(scores / temperature, dim=1)
         mixture = (probabilities[:, :, None] * coefficients).sum(dim=1, keepdim=True)
         coefficients = coefficients - mixture
     maps = torch.cat(
         [
-            fam._maps_from_coefficients(
-                state, coefficients[:, w], relu_attributions, normalize_weights
+            engine.maps(
+                state,
+                engine.channel_coefficients(state, coefficients[:, way]),
+                relu_attributions,
+                normalize_weights,
             )
-            for w in range(len(classes))
+            for way in range(ways)
         ],
         dim=1,
     )
@@ -221,31 +279,36 @@ def explain_retrieval(
     batch_size: int = 64,
     relu_attributions: bool = True,
     normalize_weights: bool = True,
+    additional_forward_args: Any = None,
+    pooling_mask: int | None = None,
 ) -> RetrievalExplanation:
     r"""Retrieve each query's top-k gallery items and explain every match.
 
-    Gallery embeddings are computed once, ``batch_size`` images at a time (only the
+    Gallery embeddings are computed once, ``batch_size`` items at a time (only the
     embeddings are kept), or taken precomputed (:meth:`FeatureActivationMap.embed`). Scoring
     runs in gallery chunks of ``batch_size`` too, so memory stays bounded for large galleries.
     With cached embeddings the cost is one query forward plus tensor work for the k maps.
-    With gallery images, the retrieved items are also explained against the query
-    (``gallery_maps``, one more forward for the N * k retrieved images).
+    With gallery inputs, the retrieved items are also explained against the query
+    (``gallery_maps``, one more forward for the N * k retrieved items).
 
     Args:
         fam (FeatureActivationMap): The model, layer, similarity and weighting.
-        queries (Tensor or tuple[Tensor, ...]): N query images.
-        gallery (Tensor or tuple[Tensor, ...], optional): G gallery images.
+        queries (Tensor or tuple[Tensor, ...]): N query inputs.
+        gallery (Tensor or tuple[Tensor, ...], optional): G gallery inputs.
         gallery_embeddings (Tensor, optional): Or their ``(G, D)`` embeddings. Exactly one of
                     the two is given.
         k (int, optional): Items retrieved per query. Default: 5
-        batch_size (int, optional): Gallery images per forward and gallery rows per scoring
+        batch_size (int, optional): Gallery items per forward and gallery rows per scoring
                     chunk. Default: 64
         relu_attributions, normalize_weights (bool, optional): As in
                     :meth:`FeatureActivationMap.attribute`.
+        additional_forward_args (Any, optional): Passed to every forward. Default: None
+        pooling_mask (int, optional): Index of the pooling mask among the inputs.
+                    Default: None
 
     Returns:
         :class:`RetrievalExplanation` with ``indices`` and ``scores`` ``(N, k)``, ``maps``
-        ``(N, k, H, W)`` and ``gallery_maps`` ``(N, k, H', W')`` (None for embeddings).
+        ``(N, k, *S)`` and ``gallery_maps`` ``(N, k, *S')`` (None for embeddings).
 
     Examples::
 
@@ -253,24 +316,33 @@ def explain_retrieval(
         >>> hits = explain_retrieval(fam, query, gallery_embeddings=gallery_embeddings, k=10)
         >>> hits.indices[0], hits.scores[0]
     """
+    engine = fam.engine
     one_of(gallery, gallery_embeddings, ("gallery", "gallery_embeddings"))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    _check_mask_index(pooling_mask)
+    args = additional_forward_args
     batch = format_batch(queries, "queries")
     gallery_batch = None if gallery is None else format_batch(gallery, "gallery")
     if gallery_batch is not None:
         gallery_embeddings = torch.cat(
             [
-                fam._embed(tuple(t[i : i + batch_size] for t in gallery_batch), None, False)
+                engine.embed(
+                    tuple(t[i : i + batch_size] for t in gallery_batch),
+                    args,
+                    False,
+                    pooling_mask,
+                    "gallery",
+                )  # fmt: skip
                 for i in range(0, gallery_batch[0].shape[0], batch_size)
             ]
         )
     embeddings = format_embeddings(gallery_embeddings, "gallery_embeddings")
     size = embeddings.shape[0]
-    if not 1 <= k <= size:
-        raise ValueError(f"k must be between 1 and the gallery size {size}; got {k}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
+        raise ValueError(f"k must be an int between 1 and the gallery size {size}; got {k!r}")
 
-    state = fam._queries(batch, None, False)
+    state = engine.queries(batch, args, False, pooling_mask)
     embeddings = embeddings.to(device=state.embeddings.device, dtype=state.embeddings.dtype)
     if embeddings.shape[1] != state.embeddings.shape[1]:
         raise ValueError(
@@ -279,25 +351,24 @@ def explain_retrieval(
         )
     scores = torch.cat(
         [
-            _score_block(fam, state.embeddings, embeddings[i : i + batch_size])
+            engine.score_matrix(state.embeddings, embeddings[i : i + batch_size])
             for i in range(0, size, batch_size)
         ],
         dim=1,
     )
     top_scores, indices = scores.topk(k, dim=1)
-    kwargs: dict[str, Any] = {
-        "relu_attributions": relu_attributions,
-        "normalize_weights": normalize_weights,
-    }
-    maps = torch.cat([fam._maps(state, embeddings[indices[:, j]], **kwargs) for j in range(k)], 1)
+    explain = {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights}
+    maps = torch.cat(
+        [engine.explain(state, embeddings[indices[:, j]], **explain) for j in range(k)], dim=1
+    )
 
     gallery_maps = None
     if gallery_batch is not None:
         retrieved = tuple(t[indices.flatten().to(t.device)] for t in gallery_batch)
-        retrieved_state = fam._queries(retrieved, None, False)
+        retrieved_state = engine.queries(retrieved, args, False, pooling_mask)
         query_rows = state.embeddings.repeat_interleave(k, dim=0)
-        gallery_maps = fam._maps(retrieved_state, query_rows, **kwargs)
-        gallery_maps = gallery_maps.reshape(indices.shape[0], k, *gallery_maps.shape[-2:])
+        gallery_maps = engine.explain(retrieved_state, query_rows, **explain)
+        gallery_maps = gallery_maps.reshape(indices.shape[0], k, *gallery_maps.shape[2:])
     device = batch[0].device
     return RetrievalExplanation(
         indices=indices.to(device),
@@ -307,10 +378,12 @@ def explain_retrieval(
     )
 
 
-def _score_block(fam: FeatureActivationMap, queries: Tensor, block: Tensor) -> Tensor:
-    """Scores (N, B) of every query against every row of a gallery block."""
-    n, b = queries.shape[0], block.shape[0]
-    query_rows = queries.repeat_interleave(b, dim=0)
-    block_rows = block.repeat(n, 1)
-    fam.similarity.validate(query_rows, block_rows)
-    return fam.similarity.score(query_rows, block_rows).reshape(n, b)
+def _check_mask_index(pooling_mask: PoolingMask) -> None:
+    # Several input sets run through one call: each brings its own mask, found by index.
+    if pooling_mask is not None and (
+        isinstance(pooling_mask, bool) or not isinstance(pooling_mask, int)
+    ):
+        raise TypeError(
+            "pooling_mask of a task helper must be the index of the mask among the inputs (each "
+            f"input set brings its own); got {type(pooling_mask).__name__}"
+        )

@@ -1,9 +1,10 @@
-"""Token layouts: reading transformer layers (ViT, Swin, CLIP) as ``(N, C, h, w)`` maps.
+"""Token layouts: reading transformer layers as channels-first ``(N, C, *S)`` activations.
 
 A vision transformer's block outputs ``(N, T, C)`` tokens: maybe a few prefix tokens (class,
 register or distillation tokens) followed by ``h * w`` patch tokens in row-major order. Swin-style
-stages output channels-last grids ``(N, h, w, C)``. :class:`TokenLayout` turns either into the
-channels-first grid FAM combines.
+stages output channels-last grids ``(N, h, w, C)``. A text encoder's block outputs ``(N, T, C)``
+token states, one per position of the sentence. :class:`TokenLayout` turns each into the
+channels-first activations FAM combines: ``(N, C, h, w)`` for images, ``(N, C, T)`` for text.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["TokenLayout", "resolve_token_layout"]
+__all__ = ["TOKEN_LAYOUTS", "TokenLayout", "resolve_token_layout"]
 
 _MAX_PREFIX_TOKENS = 16
 
@@ -23,7 +24,7 @@ class TokenLayout:
     r"""How a layer's tokens sit on the image grid.
 
     Every field left as None is inferred from the layer's output and the input image size, as
-    ``token_layout="auto"`` does.
+    ``token_layout="auto"`` does. ``token_layout="sequence"`` is ``TokenLayout(sequence=True)``.
 
     Args:
         prefix_tokens (int, optional): Tokens before the patch tokens (class, registers), dropped
@@ -36,21 +37,49 @@ class TokenLayout:
         channels_last (bool, optional): For 4-D outputs: ``(N, h, w, C)`` (Swin) rather than
                     ``(N, C, h, w)``. Default: inferred, channels-last when the middle two
                     dimensions, and not the last two, form a grid of the image's shape.
+        sequence (bool, optional): Read ``(N, T, C)`` tokens as a sequence ``(N, C, T)``: every
+                    token keeps its position, special tokens (``[CLS]``, ``[SEP]``, padding)
+                    included; maps come back as ``(N, 1, T)``. The other fields do not apply.
+                    Default: False
 
     Examples::
 
         >>> fam = FeatureActivationMap(vit, vit.encoder.layers[-2], token_layout="auto")
         >>> fam = FeatureActivationMap(
         ...     dino, dino.blocks[-1], token_layout=TokenLayout(prefix_tokens=5))   # 4 registers
+        >>> fam = FeatureActivationMap(bert, bert.encoder.layer[-1], token_layout="sequence")
     """
 
     prefix_tokens: int | None = None
     grid: tuple[int, int] | None = None
     patch_size: int | None = None
     channels_last: bool | None = None
+    sequence: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sequence and (
+            self.prefix_tokens is not None
+            or self.grid is not None
+            or self.patch_size is not None
+            or self.channels_last is not None
+        ):
+            raise ValueError(
+                "TokenLayout(sequence=True) keeps every token in its position: prefix_tokens, "
+                "grid, patch_size and channels_last do not apply"
+            )
 
     def to_grid(self, output: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, int]:
-        """``(N, C, h, w)`` from a token or grid output, and the prefix tokens dropped."""
+        """Channels-first activations from a token or grid output, and the prefix tokens dropped.
+
+        ``(N, C, h, w)`` for patch tokens and grids, ``(N, C, T)`` for a sequence.
+        """
+        if self.sequence:
+            if output.dim() != 3:
+                raise ValueError(
+                    "token_layout 'sequence' reads (N, T, C) token states; the layer gave shape "
+                    f"{tuple(output.shape)}"
+                )
+            return output.transpose(1, 2), 0
         if output.dim() == 3:
             prefix, (h, w) = self._token_grid(output.shape[1], image_size)
             patches = output[:, prefix:, :]
@@ -66,6 +95,16 @@ class TokenLayout:
             f"a token layout reads (N, T, C) tokens or (N, h, w, C) grids; the layer gave "
             f"shape {tuple(output.shape)}"
         )
+
+    def position_sum(self, output: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """``(N, C)``: the sum over every token or grid position, prefix tokens included.
+
+        Pulling channel weights back through a head sums the head's gradient over positions;
+        a class-token head puts its whole gradient on the prefix token, so it must count.
+        """
+        if output.dim() == 3:
+            return output.sum(dim=1)
+        return self.to_grid(output, image_size)[0].flatten(2).sum(dim=2)
 
     def _token_grid(self, tokens: int, image_size: tuple[int, int]) -> tuple[int, tuple[int, int]]:
         height, width = image_size
@@ -127,10 +166,18 @@ def _is_grid(shape: tuple[int, ...] | object, image_size: tuple[int, int]) -> bo
     return stride >= 1 and height // stride == h and width // stride == w
 
 
+TOKEN_LAYOUTS = ("auto", "sequence")
+"""The named token layouts: a patch grid inferred from the image, and a token sequence."""
+
+
 def resolve_token_layout(token_layout: str | TokenLayout | None) -> TokenLayout | None:
-    """None (spatial layers only), ``"auto"``, or a :class:`TokenLayout`."""
+    """None (channels-first layers), ``"auto"``, ``"sequence"``, or a :class:`TokenLayout`."""
     if token_layout is None or isinstance(token_layout, TokenLayout):
         return token_layout
     if token_layout == "auto":
         return TokenLayout()
-    raise ValueError(f"token_layout must be None, 'auto' or a TokenLayout; got {token_layout!r}")
+    if token_layout == "sequence":
+        return TokenLayout(sequence=True)
+    raise ValueError(
+        f"token_layout must be None, 'auto', 'sequence' or a TokenLayout; got {token_layout!r}"
+    )

@@ -15,10 +15,29 @@ import numpy as np
 from captum.attr import LayerAttribution
 from captum.attr import visualization as viz
 from matplotlib import pyplot as plt
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["attribution_to_numpy", "image_to_numpy", "visualize_fam"]
+__all__ = [
+    "CMAP",
+    "MAP_LABEL",
+    "attribution_to_numpy",
+    "draw_map",
+    "image_to_numpy",
+    "scale_map",
+    "visualize_fam",
+]
+
+CMAP = "inferno"
+"""The colour map of FAM maps in captum-fam's figures (command line, tutorials, docs): dark for
+no evidence, bright yellow for the most. Perceptually uniform, so equal steps in the map look
+like equal steps in colour, and it stays ordered when printed in grey or seen with the common
+colour-vision deficiencies (unlike ``"jet"``)."""
+
+MAP_LABEL = "FAM map, share of the panel's maximum"
+"""The colour bar's label for maps scaled by :func:`scale_map`."""
 
 _SIGN_SELECTORS = {
     "positive": lambda a: a > 0,
@@ -81,6 +100,70 @@ def image_to_numpy(image: Tensor) -> np.ndarray:
     if low < 0.0 or high > 1.0:
         array = (array - low) / max(high - low, 1e-12)
     return array
+
+
+def scale_map(heat: np.ndarray, percentile: float = 100.0) -> np.ndarray:
+    r"""A map's positive part as a share of its own maximum, for display in ``[0, 1]``.
+
+    Each panel of a figure is scaled on its own, so that a method whose values are small or
+    spiky (pixel-level gradients) is as visible as one whose values are large; say so in the
+    figure (:data:`MAP_LABEL`).
+
+    Args:
+        heat (ndarray): A map of any shape, e.g. ``(H, W)`` or ``(H, W, 1)``.
+        percentile (float, optional): Divide by this percentile of the positive values
+                    instead of their maximum, and clip above 1: for spiky maps (Integrated
+                    Gradients), where a few pixels would otherwise hide the rest.
+                    Default: 100 (the maximum)
+
+    Returns:
+        *ndarray* of the same shape, float32 in ``[0, 1]``; all zero if nothing is positive.
+    """
+    positive = np.clip(np.asarray(heat, dtype=np.float32), 0.0, None)
+    values = positive[positive > 0]
+    if values.size == 0:
+        return positive
+    top = float(np.percentile(values, percentile)) if percentile < 100 else float(values.max())
+    return np.clip(positive / max(top, 1e-30), 0.0, 1.0)
+
+
+def draw_map(
+    axis: Any,
+    heat: np.ndarray,
+    image: np.ndarray,
+    title: str | None = None,
+    cmap: str = CMAP,
+    alpha: float = 0.75,
+) -> Any:
+    r"""Draw a scaled map over a grey copy of its image on a matplotlib axis.
+
+    The colour's opacity grows with the value, so the image shows through where the map is
+    low and the colour dominates where it is high.
+
+    Args:
+        axis (matplotlib.axes.Axes): Where to draw.
+        heat (ndarray): ``(H, W)`` or ``(H, W, 1)`` values in ``[0, 1]``, at the image's size
+                    (:func:`attribution_to_numpy`, then :func:`scale_map`).
+        image (ndarray): ``(H, W, 3)`` RGB in ``[0, 1]`` (:func:`image_to_numpy`).
+        title (str, optional): Axis title.
+        cmap (str, optional): Colour map. Default: :data:`CMAP`
+        alpha (float, optional): Opacity of the colour at the map's maximum. Default: 0.75
+
+    Returns:
+        A ``ScalarMappable`` of the colour map over ``[0, 1]``, for a colour bar.
+    """
+    values = np.asarray(heat, dtype=np.float32).reshape(image.shape[:2])
+    grey = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    axis.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0)
+    colours = plt.get_cmap(cmap)(values)
+    colours[..., 3] = alpha * np.sqrt(values)
+    axis.imshow(colours)
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if title:
+        axis.set_title(title)
+    return mappable
 
 
 def visualize_fam(

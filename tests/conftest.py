@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny models so that the suite stays fast on two cores."""
+"""Shared fixtures: tiny models (tests/helpers.py) so that the suite stays fast on two cores."""
 
 from __future__ import annotations
 
@@ -12,35 +12,12 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers import TinyEmbedder  # noqa: E402
 from hypothesis import settings  # noqa: E402
-from torch import nn  # noqa: E402
 
 settings.register_profile("default", max_examples=40, deadline=None)
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
-
-
-class TinyEmbedder(nn.Module):
-    """Conv features at stride 2, global average pooling, no classifier: an embedding net."""
-
-    def __init__(self, channels: int = 6, in_channels: int = 3) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(4, channels, 3, padding=1, stride=2), nn.ReLU())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.block(self.stem(images)).mean(dim=(2, 3))
-
-
-class ActivationModel(nn.Module):
-    """The inputs are the activations: lets property tests choose A freely (signs, scales)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.Identity()
-
-    def forward(self, activations: torch.Tensor) -> torch.Tensor:
-        return self.layer(activations).mean(dim=(2, 3))
 
 
 @pytest.fixture

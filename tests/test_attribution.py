@@ -1,12 +1,15 @@
-"""The public contract of FeatureActivationMap: shapes, pairing, Captum arguments, hygiene."""
+"""The public contract of FeatureActivationMap: shapes, pairing, Captum arguments, heads,
+structured outputs, contrast sets and hygiene."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 from captum.attr import LayerAttribution
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 from torch import nn
 
 from captum_fam import (
@@ -20,8 +23,10 @@ from captum_fam import (
 
 def test_alias_and_captum_base_class():
     assert FAM is FeatureActivationMap
-    # The measured default (docs/benchmarks.md): "reference" localises and inserts better.
-    assert FeatureActivationMap(nn.Identity(), nn.Identity()).weighting == "reference"
+    fam = FeatureActivationMap(nn.Identity(), nn.Identity())
+    # The measured defaults (docs/benchmarks.md): "reference" localises and inserts better, and
+    # the model's own similarity ("output") is what a head model decides with.
+    assert fam.weighting == "reference" and fam.embedding == "output"
     assert issubclass(FeatureActivationMap, LayerAttribution)
     # NoiseTunnel calls attribute.__wrapped__ to skip Captum's usage logging.
     assert hasattr(FeatureActivationMap.attribute, "__wrapped__")
@@ -68,7 +73,9 @@ def test_additional_forward_args_and_layer_input():
     x = torch.rand(4, 1, 4, 4) * 20
     x2 = torch.rand(4, 1, 4, 4) * 20
     reference = torch.rand(2, 1, 4, 4) * 20 + 10
-    fam = FeatureActivationMap(model, model.relu1, similarity="dot", weighting="contribution")
+    fam = FeatureActivationMap(
+        model, model.relu1, similarity="dot", weighting="contribution", embedding="layer"
+    )
     maps = fam.attribute(x, reference=reference, additional_forward_args=(x2,))
     activations = model.relu1(model.conv1(x + x2))
     # The reference forward takes the per-example arguments of each group's first input.
@@ -79,7 +86,7 @@ def test_additional_forward_args_and_layer_input():
     expected = torch.einsum("nc,nchw->nhw", weights, activations).unsqueeze(1).relu()
     torch.testing.assert_close(maps, expected)
     # The layer's input (pre-ReLU conv output) instead of its output.
-    pre = FeatureActivationMap(model, model.relu1, similarity="dot", weighting="reference")
+    pre = FeatureActivationMap(model, model.relu1, similarity="dot", embedding="layer")
     raw = pre.attribute(
         x,
         reference_embeddings=torch.ones(2),
@@ -129,8 +136,11 @@ def test_float64_models_keep_float64(tiny_model, images, references):
     assert fam.attribute(images.double(), reference=references.double()).dtype == torch.float64
 
 
-def test_gradient_free_under_no_grad_and_inference_mode(tiny_model, images, references):
-    fam = FeatureActivationMap(tiny_model, tiny_model.block)
+@pytest.mark.parametrize("embedding", ["output", "layer"])
+def test_no_backbone_gradients_under_no_grad_and_inference_mode(
+    tiny_model, images, references, embedding
+):
+    fam = FeatureActivationMap(tiny_model, tiny_model.block, embedding=embedding)
     expected = fam.attribute(images, reference=references)
     leaf = images.clone().requires_grad_(True)
     maps = fam.attribute(leaf, reference=references)
@@ -138,8 +148,13 @@ def test_gradient_free_under_no_grad_and_inference_mode(tiny_model, images, refe
     assert all(p.grad is None for p in tiny_model.parameters())
     with torch.no_grad():
         torch.testing.assert_close(fam.attribute(images, reference=references), expected)
+    # The backward through the head steps out of inference mode for itself alone.
     with torch.inference_mode():
-        torch.testing.assert_close(fam.attribute(images, reference=references), expected)
+        frozen_images, frozen_references = images.clone(), references.clone()
+        torch.testing.assert_close(
+            fam.attribute(frozen_images, reference=frozen_references), expected
+        )
+        assert torch.is_inference_mode_enabled()
         callable_fam = FeatureActivationMap(
             tiny_model, tiny_model.block, similarity=lambda q, r: (q * r).sum(1)
         )
@@ -252,3 +267,189 @@ def test_cuda_inputs_give_cuda_maps(tiny_model, images, references):
         images, reference=references
     )
     torch.testing.assert_close(maps.cpu(), expected, atol=1e-4, rtol=1e-3)
+
+
+# Projection heads: embedding="output" pulls the output-space coefficients back.
+
+
+def head_model(bias: bool, hidden: int | None = None, seed: int = 0):
+    torch.manual_seed(seed)
+    backbone = TinyEmbedder().eval()
+    head = (
+        nn.Linear(6, 4, bias=bias)
+        if hidden is None
+        else nn.Sequential(nn.Linear(6, hidden), nn.Tanh(), nn.Linear(hidden, 4))
+    )
+    return nn.Sequential(backbone, head).eval(), backbone, head
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "dot", "euclidean"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_head_is_exact(similarity, bias):
+    model, backbone, head = head_model(bias)
+    images, references = torch.rand(3, 3, 12, 12), torch.rand(3, 3, 12, 12)
+    fam = FeatureActivationMap(model, backbone.block, similarity=similarity)
+    raw = fam.attribute(
+        images, reference=references, relu_attributions=False, normalize_weights=False
+    )
+    o_q, o_r = model(images), model(references)
+    g = fam.similarity.coefficients(o_q, o_r)
+    # Closed form: the layer coefficients are W^T g; the map's mean is o_q . g minus the bias.
+    activations = backbone.block(backbone.stem(images))
+    expected = torch.einsum("nc,nchw->nhw", g @ head.weight, activations).unsqueeze(1)
+    torch.testing.assert_close(raw, expected, atol=1e-5, rtol=1e-4)
+    offset = (g * head.bias).sum(1) if bias else 0.0
+    target = fam.similarity.score(o_q, o_r) - offset
+    if similarity == "euclidean":
+        target = target + o_r.pow(2).sum(1)
+    torch.testing.assert_close(raw.mean(dim=(1, 2, 3)), target, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        fam.similarity_scores(images, reference=references), fam.similarity.score(o_q, o_r)
+    )
+    torch.testing.assert_close(fam.embed(references), o_r)
+
+
+def test_nonlinear_head_is_first_order():
+    model, backbone, head = head_model(bias=True, hidden=7)
+    images, reference = torch.rand(2, 3, 12, 12), torch.rand(4)
+    fam = FeatureActivationMap(model, backbone.block)
+    raw = fam.attribute(
+        images, reference_embeddings=reference, relu_attributions=False, normalize_weights=False
+    )
+    e_q = backbone(images)
+    o_q = head(e_q)
+    g = fam.similarity.coefficients(o_q, reference.expand(2, -1)).detach()
+    jacobians = torch.stack([torch.autograd.functional.jacobian(head, e) for e in e_q])
+    coefficients = torch.einsum("nd,ndc->nc", g, jacobians)
+    activations = backbone.block(backbone.stem(images))
+    expected = torch.einsum("nc,nchw->nhw", coefficients, activations).unsqueeze(1)
+    torch.testing.assert_close(raw, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_head_backward_never_reaches_the_backbone():
+    model, backbone, head = head_model(bias=True)
+    reached = []
+    backbone.stem.register_full_backward_hook(lambda *args: reached.append(args))
+    grad_mode = torch.is_grad_enabled()
+    fam = FeatureActivationMap(model, backbone.block)
+    maps = fam.attribute(torch.rand(2, 3, 12, 12), reference_embeddings=torch.rand(4))
+    assert not reached and not maps.requires_grad
+    assert torch.is_grad_enabled() == grad_mode
+    assert all(p.grad is None for p in model.parameters())
+    assert not backbone.block._forward_hooks and not backbone.block._forward_pre_hooks
+    with torch.no_grad():
+        fam.attribute(torch.rand(2, 3, 12, 12), reference_embeddings=torch.rand(4))
+        assert not torch.is_grad_enabled()
+    with pytest.raises(
+        ValueError, match="reference_embeddings have 6 channels but the model output has 4"
+    ):
+        fam.attribute(torch.rand(2, 3, 12, 12), reference_embeddings=torch.rand(6))
+
+
+def test_head_errors():
+    torch.manual_seed(0)
+    backbone = TinyEmbedder().eval()
+    unrelated = nn.Conv2d(3, 6, 1)
+
+    class Detached(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.side = backbone, unrelated
+
+        def forward(self, images):
+            self.side(images)
+            return self.backbone(images)
+
+    model = Detached().eval()
+    fam = FeatureActivationMap(model, model.side)
+    with pytest.raises(ValueError, match="does not depend on the layer's output"):
+        fam.attribute(torch.rand(2, 3, 12, 12), reference_embeddings=torch.rand(6))
+    spatial = FeatureActivationMap(backbone, backbone.block)
+    with pytest.raises(ValueError, match="did not run"):
+        FeatureActivationMap(backbone, nn.Conv2d(3, 3, 1)).attribute(
+            torch.rand(2, 3, 12, 12), reference_embeddings=torch.rand(6)
+        )
+    assert spatial.attribute(
+        torch.rand(2, 3, 12, 12), reference_embeddings=torch.rand(6)
+    ).shape == (2, 1, 6, 6)
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        FeatureActivationMap(backbone, backbone.block, embedding="head")
+
+
+def test_the_default_explains_the_models_own_similarity():
+    """With a head, "output" (the default) and "layer" explain different scores, each exactly."""
+    model, backbone, head = head_model(bias=False)
+    images, references = torch.rand(3, 3, 12, 12), torch.rand(3, 3, 12, 12)
+    default = FeatureActivationMap(model, backbone.block)
+    layer = FeatureActivationMap(model, backbone.block, embedding="layer")
+    torch.testing.assert_close(
+        default.similarity_scores(images, reference=references),
+        torch.cosine_similarity(model(images), model(references)),
+    )
+    torch.testing.assert_close(
+        layer.similarity_scores(images, reference=references),
+        torch.cosine_similarity(backbone(images), backbone(references)),
+    )
+    torch.testing.assert_close(layer.embed(references), backbone(references))
+    assert not torch.allclose(
+        default.attribute(images, reference=references),
+        layer.attribute(images, reference=references),
+    )
+
+
+class Outputs(nn.Module):
+    """Returns what Hugging Face and sentence-transformers models return: structures."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.net = TinyEmbedder()
+
+    def forward(self, images: torch.Tensor):
+        embedding = self.net(images)
+        if self.kind == "dict":
+            return {"sentence_embedding": embedding, "token_embeddings": embedding[:, None]}
+        if self.kind == "tuple":
+            return embedding[:, None], embedding
+        return SimpleNamespace(pooler_output=embedding)
+
+
+@pytest.mark.parametrize(
+    ("kind", "key"),
+    [
+        ("dict", "sentence_embedding"),
+        ("tuple", 1),
+        ("object", "pooler_output"),
+        ("tuple", lambda output: output[1]),
+    ],
+)
+def test_embedding_key_picks_the_embedding_from_structured_outputs(kind, key, images, references):
+    torch.manual_seed(0)
+    model = Outputs(kind).eval()
+    fam = FeatureActivationMap(model, model.net.block, embedding_key=key)
+    plain = FeatureActivationMap(model.net, model.net.block)
+    torch.testing.assert_close(fam.embed(references), model.net(references))
+    torch.testing.assert_close(
+        fam.attribute(images, reference=references), plain.attribute(images, reference=references)
+    )
+    torch.testing.assert_close(
+        fam.similarity_scores(images, reference=references),
+        plain.similarity_scores(images, reference=references),
+    )
+
+
+def test_background_contrast_is_the_mean_of_per_item_foils(tiny_model, images, references):
+    """Against a background set, the weights lose the mean of the items' weights (any score)."""
+    background = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    raw = {"relu_attributions": False, "normalize_weights": False}
+    for similarity in ("cosine", "dot", "euclidean"):
+        fam = FeatureActivationMap(tiny_model, tiny_model.block, similarity=similarity)
+        contrast = fam.attribute(images, reference=references, background=background, **raw)
+        per_foil = torch.stack(
+            [fam.attribute(images, reference=references, foil=b[None], **raw) for b in background]
+        )
+        torch.testing.assert_close(contrast, per_foil.mean(0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            contrast, fam.attribute(images, reference=references,
+                                    background_embeddings=fam.embed(background), **raw)
+        )  # fmt: skip

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyEmbedder
-from hypothesis import assume, given
-from hypothesis import strategies as st
+from helpers import TinyEmbedder
 from torch import nn
 
 from captum_fam import FeatureActivationMap
-from captum_fam.tasks import explain_pair, explain_prototypes, explain_retrieval
-
-WEIGHTINGS = ("contribution", "reference")
+from captum_fam.similarity import WEIGHTINGS
+from captum_fam.tasks import (
+    class_prototypes,
+    explain_pair,
+    explain_prototypes,
+    explain_retrieval,
+)
 
 
 def make_fam(seed=0, similarity="cosine", weighting="contribution", embedding="layer"):
@@ -45,17 +47,6 @@ def test_explain_pair_matches_attribute_both_ways(embedding, weighting):
     torch.testing.assert_close(contrast.maps_b, fam.attribute(b, reference=a, foil=foil))
 
 
-@given(seed=st.integers(0, 2**16))
-def test_p5_both_sides_are_complete(seed):
-    fam = make_fam(seed, weighting="reference")
-    a, b = rand(2, 3, 12, 12, seed=seed), rand(2, 3, 12, 12, seed=seed + 1)
-    # Some random initialisations switch the layer off (all-zero embeddings have no cosine).
-    assume(bool((fam.embed(a).norm(dim=1) > 0).all() and (fam.embed(b).norm(dim=1) > 0).all()))
-    result = explain_pair(fam, a, b, relu_attributions=False, normalize_weights=False)
-    torch.testing.assert_close(result.maps_a.mean(dim=(1, 2, 3)), result.scores)
-    torch.testing.assert_close(result.maps_b.mean(dim=(1, 2, 3)), result.scores)
-
-
 @pytest.mark.parametrize("embedding", ["layer", "output"])
 @pytest.mark.parametrize("similarity", ["cosine", "dot", "euclidean"])
 def test_explain_prototypes_matches_attribute_per_way(similarity, embedding):
@@ -68,6 +59,7 @@ def test_explain_prototypes_matches_attribute_per_way(similarity, embedding):
     assert episode.maps.shape == (4, 3, 6, 6) and episode.scores.shape == (4, 3)
     for way, label in enumerate(episode.classes):
         prototype = fam.embed(support[labels == label]).mean(0)
+        torch.testing.assert_close(class_prototypes(fam.embed(support), labels)[1][way], prototype)
         torch.testing.assert_close(episode.prototypes[way], prototype)
         torch.testing.assert_close(
             episode.maps[:, way : way + 1], fam.attribute(queries, reference_embeddings=prototype)
@@ -76,15 +68,6 @@ def test_explain_prototypes_matches_attribute_per_way(similarity, embedding):
             episode.scores[:, way], fam.similarity_scores(queries, reference_embeddings=prototype)
         )
     assert torch.equal(episode.prediction, episode.classes[episode.scores.argmax(1)])
-
-
-def test_p4_prototype_maps_are_mean_support_maps():
-    fam = make_fam(similarity="dot", weighting="reference")
-    queries, support = rand(2, 3, 12, 12, seed=6), rand(3, 3, 12, 12, seed=7)
-    raw = {"relu_attributions": False, "normalize_weights": False}
-    episode = explain_prototypes(fam, queries, support, torch.zeros(3, dtype=torch.long), **raw)
-    per_support = torch.stack([fam.attribute(queries, reference=s[None], **raw) for s in support])
-    torch.testing.assert_close(episode.maps[:, :1], per_support.mean(0))
 
 
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
@@ -105,7 +88,7 @@ def test_contrastive_prototypes_are_the_log_probability_gradient(weighting):
     p_unit = prototypes / prototypes.norm(dim=1, keepdim=True)
     leaf = e_q.clone().requires_grad_(True)
     log_p = torch.log_softmax((leaf @ p_unit.T) / q_norm / temperature, dim=1)
-    activations = fam._activations((queries,), None, False)
+    activations = fam.engine.queries((queries,)).activations
     for way in range(4):
         (gradient,) = torch.autograd.grad(log_p[:, way].sum(), leaf, retain_graph=True)
         coefficients = gradient * temperature  # the map is defined on s, not s / T
@@ -164,15 +147,66 @@ def test_explain_retrieval_matches_attribute_for_each_hit(embedding):
 def test_task_helper_errors():
     fam = make_fam()
     images = rand(2, 3, 12, 12, seed=15)
-    with pytest.raises(ValueError, match="same number of images"):
+    with pytest.raises(ValueError, match="same number of examples"):
         explain_pair(fam, images, images[:1])
     with pytest.raises(ValueError, match="support_labels must be a tensor of 2 labels"):
         explain_prototypes(fam, images, images, torch.tensor([0]))
     with pytest.raises(TypeError, match="integer class labels"):
         explain_prototypes(fam, images, images, torch.tensor([0.0, 1.0]))
-    with pytest.raises(ValueError, match="k must be between 1 and the gallery size 2"):
+    with pytest.raises(ValueError, match="k must be an int between 1 and the gallery size 2"):
         explain_retrieval(fam, images, gallery=images, k=3)
     with pytest.raises(ValueError, match="exactly one of gallery or gallery_embeddings"):
         explain_retrieval(fam, images)
     with pytest.raises(ValueError, match="gallery_embeddings have 3 channels"):
         explain_retrieval(fam, images, gallery_embeddings=torch.rand(5, 3), k=2)
+    with pytest.raises(TypeError, match="pooling_mask of a task helper must be the index"):
+        explain_pair(fam, images, images, pooling_mask=torch.ones(2, 6, 6))
+    with pytest.raises(ValueError, match="labels must be a tensor of 2 labels"):
+        class_prototypes(torch.rand(2, 3), torch.tensor([0]))
+    with pytest.raises(TypeError, match="integer class labels"):
+        class_prototypes(torch.rand(2, 3), torch.tensor([True, False]))
+
+
+def test_class_prototypes_average_each_class():
+    embeddings = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    classes, prototypes = class_prototypes(embeddings, torch.tensor([4, 4, 1]))
+    assert classes.tolist() == [1, 4]
+    torch.testing.assert_close(prototypes, torch.tensor([[0.0, 2.0], [2.0, 0.0]]))
+    _, unit = class_prototypes(embeddings, torch.tensor([4, 4, 1]), normalize=True)
+    torch.testing.assert_close(unit, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+
+
+class Scaled(nn.Module):
+    """A model whose forward needs a second argument, shared by every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyEmbedder()
+
+    def forward(self, images: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return self.net(images * gain)
+
+
+def test_helpers_pass_additional_forward_args_to_every_forward():
+    torch.manual_seed(0)
+    model = Scaled().eval()
+    fam = FeatureActivationMap(model, model.net.block, weighting="contribution")
+    gain = torch.tensor(0.3)
+    a, b = rand(3, 3, 12, 12, seed=20), rand(3, 3, 12, 12, seed=21)
+    args = {"additional_forward_args": (gain,)}
+    pair = explain_pair(fam, a, b, **args)
+    torch.testing.assert_close(pair.maps_a, fam.attribute(a, reference=b, **args))
+    torch.testing.assert_close(pair.scores, fam.similarity_scores(a, reference=b, **args))
+    labels = torch.tensor([0, 1, 1])
+    episode = explain_prototypes(fam, a, b, labels, **args)
+    prototype = fam.embed(b[labels == 1], **args).mean(0)
+    torch.testing.assert_close(
+        episode.maps[:, 1:2], fam.attribute(a, reference_embeddings=prototype, **args)
+    )
+    hits = explain_retrieval(fam, a, gallery=b, k=2, **args)
+    torch.testing.assert_close(
+        hits.gallery_maps[:, :1], fam.attribute(b[hits.indices[:, 0]], reference=a, **args)
+    )
+    # Without the argument the model itself fails, and the error is the model's.
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        explain_pair(fam, a, b)

@@ -33,7 +33,8 @@ def test_architecture(name):
     assert maps.dim() == 4 and maps.shape[:2] == (2, 1)
     assert torch.isfinite(maps).all() and (maps >= 0).all()
 
-    complete = FeatureActivationMap(model, layer, weighting="reference")
+    # The pooled layer's own similarity decomposes exactly (P1); a classifier's logits do not.
+    complete = FeatureActivationMap(model, layer, embedding="layer")
     raw = complete.attribute(
         queries, reference=references, relu_attributions=False, normalize_weights=False
     )

@@ -1,16 +1,21 @@
 """Evaluation of similarity explanations, for FAM and any other map method.
 
-- Captum glue (:mod:`captum.metrics` on similarity scores): :func:`similarity_forward`,
-  :func:`to_input_shape`, :func:`gaussian_perturbation`, :func:`infidelity`,
-  :func:`sensitivity_max`, :func:`as_tuple_explanation`.
-- Faithfulness to a score ``score_fn(images) -> (N,)``: :func:`deletion`, :func:`insertion`
-  (curves and areas), :func:`average_drop`, :func:`increase_in_confidence`.
-- Localisation against masks: :func:`pointing_game`, :func:`energy_pointing_game`,
-  :func:`reference_specificity` (does the map follow the reference on two-object images).
-- Sanity: :func:`randomization_check` (cascading parameter randomisation), with
-  :func:`spearman` and :func:`ssim`.
-- :class:`SimilarityHead`: a similarity model as an ``(N, K)`` classifier over K references,
-  so that classifier-oriented libraries (Quantus) evaluate it.
+- Captum's robustness metrics on similarity scores (:mod:`.robustness`): :func:`infidelity`,
+  :func:`sensitivity_max`, :func:`gaussian_perturbation`; the glue they use lives in
+  :mod:`captum_fam.interop` (:func:`similarity_forward`, :func:`to_input_shape`,
+  :func:`as_tuple_explanation`, re-exported here).
+- Faithfulness to a score ``score_fn(images) -> (N,)`` (:mod:`.faithfulness`):
+  :func:`deletion`, :func:`insertion` (curves and areas), :func:`average_drop`,
+  :func:`increase_in_confidence`.
+- Localisation against masks (:mod:`.localisation`): :func:`pointing_game`,
+  :func:`energy_pointing_game`, :func:`reference_specificity` (does the map follow the
+  reference on two-object images).
+- Sanity (:mod:`.randomization`): :func:`randomization_check` (cascading parameter
+  randomisation), with :func:`spearman` and :func:`ssim`.
+- A guard (:mod:`.diagnostics`): :func:`reference_dependence` says when maps barely depend on
+  the reference (they follow the reference-agnostic activation map), with the cure.
+- :class:`SimilarityHead` (:mod:`.classifier_view`): a similarity model as an ``(N, K)``
+  classifier over K references, so that classifier-oriented libraries (Quantus) evaluate it.
 
 Maps may be ``(N, 1, h, w)`` layer maps (upsampled bilinearly with
 ``LayerAttribution.interpolate``), ``(N, h, w)``, or ``(N, C, H, W)`` input attributions
@@ -18,15 +23,15 @@ Maps may be ``(N, 1, h, w)`` layer maps (upsampled bilinearly with
 results (means give the usual single figures).
 """
 
-from captum_fam.metrics._captum import (
-    as_tuple_explanation,
-    gaussian_perturbation,
-    infidelity,
-    sensitivity_max,
-    similarity_forward,
-    to_input_shape,
+from captum_fam.interop import as_tuple_explanation, similarity_forward, to_input_shape
+from captum_fam.metrics.classifier_view import SimilarityHead
+from captum_fam.metrics.diagnostics import (
+    AGNOSTIC_THRESHOLD,
+    ReferenceDependence,
+    position_correlation,
+    reference_dependence,
 )
-from captum_fam.metrics._faithfulness import (
+from captum_fam.metrics.faithfulness import (
     PerturbationCurves,
     average_drop,
     blur,
@@ -34,21 +39,25 @@ from captum_fam.metrics._faithfulness import (
     increase_in_confidence,
     insertion,
 )
-from captum_fam.metrics._head import SimilarityHead
-from captum_fam.metrics._localisation import (
+from captum_fam.metrics.localisation import (
     dilate,
     energy_pointing_game,
     pointing_game,
     reference_specificity,
 )
-from captum_fam.metrics._randomization import (
+from captum_fam.metrics.randomization import (
     RandomizationResult,
     randomization_check,
     spearman,
     ssim,
 )
+from captum_fam.metrics.robustness import gaussian_perturbation, infidelity, sensitivity_max
 
 __all__ = [
+    "AGNOSTIC_THRESHOLD",
+    "ReferenceDependence",
+    "position_correlation",
+    "reference_dependence",
     "PerturbationCurves",
     "RandomizationResult",
     "SimilarityHead",

@@ -15,6 +15,7 @@ Examples::
     torch.Size([4, 128])
 """
 
+from captum_fam.zoo.common_mode import CommonModeNet, load_common_mode_model
 from captum_fam.zoo.model import (
     HEAD_WEIGHTS_SHA256,
     WEIGHTS_SHA256,
@@ -32,11 +33,13 @@ from captum_fam.zoo.shapes import (
 )
 
 __all__ = [
+    "CommonModeNet",
     "HEAD_WEIGHTS_SHA256",
     "HELD_OUT_CLASSES",
     "WEIGHTS_SHA256",
     "ShapesEmbeddingNet",
     "ShapesProjectionNet",
+    "load_common_mode_model",
     "load_shapes_head_model",
     "load_shapes_model",
     "SEEN_CLASSES",

@@ -1,9 +1,10 @@
-"""``captum.metrics`` for similarity explanations.
+"""Captum's robustness metrics (infidelity, sensitivity_max) on similarity explanations.
 
 Captum's infidelity needs a forward that returns one score per example and attributions of the
-input's shape; its sensitivity_max wants tuple explanations from layer methods. The helpers here
-do that glue for FAM (and any other map method explaining the same similarity), with the
-reference passed so that Captum expands it alongside the inputs (repeat_interleave order).
+input's shape; its sensitivity_max wants tuple explanations from layer methods. The wrappers
+here do that glue (:mod:`captum_fam.interop`) for FAM and any other map method explaining the
+same similarity, with the reference passed so that Captum expands it alongside the inputs
+(repeat_interleave order).
 """
 
 from __future__ import annotations
@@ -12,66 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum._utils.common import _format_additional_forward_args
-from captum.attr import LayerAttribution
 from captum.metrics import infidelity as captum_infidelity
 from captum.metrics import sensitivity_max as captum_sensitivity_max
-from captum.metrics._core.sensitivity import default_perturb_func
 from torch import Tensor
 
 from captum_fam._checks import TensorOrTuple, format_embeddings, one_of
-from captum_fam.attribution import FeatureActivationMap, _pair_rows
+from captum_fam._compat import default_perturb_func, format_additional_forward_args
+from captum_fam._engine.references import pair_rows
+from captum_fam.attribution import FeatureActivationMap
+from captum_fam.interop import as_tuple_explanation, similarity_forward, to_input_shape
 
-__all__ = [
-    "as_tuple_explanation",
-    "gaussian_perturbation",
-    "infidelity",
-    "sensitivity_max",
-    "similarity_forward",
-    "to_input_shape",
-]
-
-
-def similarity_forward(fam: FeatureActivationMap) -> Callable[..., Tensor]:
-    r"""A forward ``f(inputs, reference_embeddings, *additional_forward_args) -> (N,)``.
-
-    It scores each input against its reference embedding with the FAM's layer and similarity,
-    the function the maps explain. It is differentiable, so it is also the forward to give
-    gradient methods (``IntegratedGradients``, ``LayerGradCam``) for a side-by-side comparison.
-    Give the embeddings (one row per input) as the first additional forward argument so that
-    Captum's metrics expand them with the inputs.
-
-    Examples::
-
-        >>> forward = similarity_forward(fam)
-        >>> captum.metrics.infidelity(forward, perturb, images, attrs,
-        ...                           additional_forward_args=(reference_rows,))
-    """
-
-    def forward(inputs: TensorOrTuple, reference_embeddings: Tensor, *args: Any) -> Tensor:
-        # The differentiable path of fam.similarity_scores (which never builds a graph).
-        return fam._scores(inputs, None, reference_embeddings, args if args else None, False)
-
-    return forward
-
-
-def to_input_shape(
-    attributions: Tensor, inputs: Tensor, interpolate_mode: str = "bilinear"
-) -> Tensor:
-    r"""Upsample ``(N, 1, h, w)`` maps to the inputs' ``(N, C, H, W)`` shape.
-
-    Layer maps are upsampled with :meth:`LayerAttribution.interpolate` and repeated over the
-    input channels; attributions that already have the inputs' shape are returned unchanged.
-    """
-    if attributions.shape == inputs.shape:
-        return attributions
-    if attributions.dim() != 4 or inputs.dim() != 4 or attributions.shape[1] != 1:
-        raise ValueError(
-            f"attributions {tuple(attributions.shape)} must be (N, 1, h, w) maps or have the "
-            f"inputs' shape {tuple(inputs.shape)}"
-        )
-    upsampled = LayerAttribution.interpolate(attributions, inputs.shape[-2:], interpolate_mode)
-    return upsampled.expand_as(inputs)
+__all__ = ["gaussian_perturbation", "infidelity", "sensitivity_max"]
 
 
 def gaussian_perturbation(stdev: float = 0.03) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
@@ -127,12 +79,12 @@ def infidelity(
     n = inputs.shape[0]
     if reference is not None:
         reference_embeddings = fam.embed(reference)
-    rows = _pair_rows(format_embeddings(reference_embeddings, "reference_embeddings"), n)
+    rows = pair_rows(format_embeddings(reference_embeddings, "reference_embeddings"), n)
     if attributions is None:
         attributions = fam.attribute(
             inputs, reference_embeddings=rows, additional_forward_args=additional_forward_args
         )
-    args = _format_additional_forward_args(additional_forward_args) or ()
+    args = format_additional_forward_args(additional_forward_args)
     return captum_infidelity(
         similarity_forward(fam),
         perturb_func or gaussian_perturbation(),
@@ -143,16 +95,6 @@ def infidelity(
         max_examples_per_batch=max_examples_per_batch,
         normalize=normalize,
     )
-
-
-def as_tuple_explanation(attribute: Callable[..., Any]) -> Callable[..., tuple[Tensor, ...]]:
-    """Wrap an ``attribute`` method so that it returns a tuple, as sensitivity_max expects."""
-
-    def explanation(*args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
-        result = attribute(*args, **kwargs)
-        return result if isinstance(result, tuple) else (result,)
-
-    return explanation
 
 
 def sensitivity_max(

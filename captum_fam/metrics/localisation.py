@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_fam.metrics._common import check_images, format_maps, format_masks
+from captum_fam.metrics._inputs import check_images, format_maps, format_masks
 
 __all__ = [
     "dilate",
@@ -40,7 +40,8 @@ def dilate(masks: Tensor, tolerance: float) -> Tensor:
     radius = int(math.floor(tolerance))
     if radius == 0:
         return masks.bool()
-    offsets = torch.arange(-radius, radius + 1, device=masks.device, dtype=torch.float32)
+    # Integer squared distances against the float64 radius: no float32 rounding at the rim.
+    offsets = torch.arange(-radius, radius + 1, device=masks.device, dtype=torch.float64)
     disc = (offsets[:, None] ** 2 + offsets[None, :] ** 2) <= tolerance**2
     grown = F.conv2d(
         masks.float().unsqueeze(1), disc.float().view(1, 1, *disc.shape), padding=radius

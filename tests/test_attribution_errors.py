@@ -1,10 +1,11 @@
-"""Bad input gets a ValueError or TypeError naming the argument, never a deep AssertionError."""
+"""FeatureActivationMap's bad input: a ValueError or TypeError naming the argument, never a deep
+AssertionError, a silent NaN map or a half-done call."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyEmbedder
+from helpers import TinyEmbedder
 from torch import nn
 
 from captum_fam import FeatureActivationMap
@@ -23,7 +24,7 @@ GOOD = {"reference_embeddings": torch.rand(6)}
 @pytest.mark.parametrize(
     ("inputs", "kwargs", "error", "match"),
     [
-        (IMAGES.long(), GOOD, TypeError, "inputs must be a floating point"),
+        ((IMAGES * 255).byte(), GOOD, TypeError, "inputs must be a floating point"),
         ([1, 2], GOOD, TypeError, "inputs must be a Tensor"),
         (NAN_IMAGES, GOOD, ValueError, "inputs contains NaN"),
         ((IMAGES, torch.rand(3, 1)), GOOD, ValueError, "inputs must share the batch size"),
@@ -35,7 +36,7 @@ GOOD = {"reference_embeddings": torch.rand(6)}
             "exactly one of reference or reference_embeddings; got both",
         ),
         (IMAGES, {"reference": IMAGES[:3]}, ValueError, "reference has 3 rows for 4 inputs"),
-        (IMAGES, {"reference": IMAGES.int()}, TypeError, "reference must be a floating point"),
+        (IMAGES, {"reference": IMAGES.byte()}, TypeError, "reference must be a floating point"),
         (IMAGES, {"reference": NAN_IMAGES}, ValueError, "reference contains NaN"),
         (IMAGES, {"reference": (IMAGES, IMAGES)}, ValueError, "structured like inputs"),
         (
@@ -48,7 +49,7 @@ GOOD = {"reference_embeddings": torch.rand(6)}
             IMAGES,
             {"reference_embeddings": torch.rand(1, 5)},
             ValueError,
-            "reference_embeddings have 5 channels but the layer has 6",
+            "reference_embeddings have 5 channels but the model output has 6",
         ),
         (
             IMAGES,
@@ -137,7 +138,7 @@ class SplitLayer(nn.Module):
 
 def test_layer_output_must_be_one_spatial_map():
     model = FlatEmbedder().eval()
-    with pytest.raises(ValueError, match=r"needs \(N=4, C, H, W\) activation maps"):
+    with pytest.raises(ValueError, match=r"needs \(N=4, C, \*S\) activations with positions"):
         FeatureActivationMap(model, model.head).attribute(IMAGES, **GOOD)
     with pytest.raises(ValueError, match="a tuple of 2 values"):
         FeatureActivationMap(model, model.split).attribute(IMAGES, **GOOD)
@@ -193,9 +194,111 @@ def test_finite_check_tells_overflow_from_nan():
 
 
 def test_foil_errors_name_the_foil(fam):
-    with pytest.raises(ValueError, match="foil_embeddings have 5 channels but the layer has 6"):
+    with pytest.raises(
+        ValueError, match="foil_embeddings have 5 channels but the model output has 6"
+    ):
         fam.attribute(IMAGES, **GOOD, foil_embeddings=torch.rand(5))
     with pytest.raises(ValueError, match="foil has 3 rows for 4 inputs"):
         fam.attribute(IMAGES, **GOOD, foil=IMAGES[:3])
-    with pytest.raises(ValueError, match="at most one of foil or foil_embeddings"):
+    with pytest.raises(ValueError, match="exactly one of foil or foil_embeddings; got both"):
         fam.attribute(IMAGES, **GOOD, foil=IMAGES, foil_embeddings=torch.rand(6))
+
+
+def test_background_errors_name_the_background(fam):
+    with pytest.raises(ValueError, match="a foil or a background set, not both"):
+        fam.attribute(IMAGES, **GOOD, foil=IMAGES[:1], background=IMAGES[:2])
+    with pytest.raises(
+        ValueError, match="background_embeddings have 5 channels but the model output has 6"
+    ):
+        fam.attribute(IMAGES, **GOOD, background_embeddings=torch.rand(3, 5))
+    with pytest.raises(ValueError, match="background must be structured like inputs"):
+        fam.attribute(IMAGES, **GOOD, background=(IMAGES, IMAGES))
+
+
+class MaskedSum(nn.Module):
+    """(input_ids, mask) -> masked mean of embedded tokens, through a token layer (N, T, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.layer = nn.Identity()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        states = self.layer(self.embed(ids))
+        weights = mask.unsqueeze(-1).float()
+        return (states * weights).sum(1) / weights.sum(1)
+
+
+IDS = torch.tensor([[1, 2, 3], [4, 5, 0]])
+MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
+
+
+@pytest.mark.parametrize(
+    ("pooling_mask", "error", "match"),
+    [
+        (torch.ones(2, 4), ValueError, r"pooling_mask has shape \(2, 4\); .* \(2, 3\)"),
+        (torch.full((2, 3), 2), ValueError, "pooling_mask must hold only 0 and 1"),
+        (torch.tensor([[1, 1, 1], [0, 0, 0]]), ValueError, r"no valid position in row\(s\) \[1\]"),
+        (5, ValueError, "pooling_mask=5 is not the index of one of the 2 tensor"),
+        ("mask", TypeError, "pooling_mask must be a"),
+        (torch.ones(2, 3, dtype=torch.complex64), TypeError, "pooling_mask must hold 0 and 1"),
+    ],
+)
+def test_pooling_mask_errors(pooling_mask, error, match):
+    torch.manual_seed(0)
+    model = MaskedSum()
+    fam = FeatureActivationMap(model, model.layer, token_layout="sequence")
+    with pytest.raises(error, match=match):
+        fam.attribute((IDS, MASK), reference_embeddings=torch.rand(4), pooling_mask=pooling_mask)
+
+
+def test_a_tensor_mask_cannot_mask_reference_inputs():
+    model = MaskedSum()
+    fam = FeatureActivationMap(model, model.layer, token_layout="sequence", embedding="layer")
+    with pytest.raises(ValueError, match="reference given as model inputs needs its own mask"):
+        fam.attribute((IDS, MASK), reference=(IDS, MASK), pooling_mask=MASK)
+    with pytest.raises(ValueError, match="pooling_mask of reference has no valid position"):
+        fam.attribute(
+            (IDS, MASK), reference=(IDS, torch.zeros(2, 3, dtype=torch.long)), pooling_mask=1
+        )
+
+
+def test_token_states_without_a_layout_are_refused():
+    model = MaskedSum()
+    with pytest.raises(ValueError, match="declare token_layout='sequence'"):
+        FeatureActivationMap(model, model.layer).attribute(
+            (IDS, MASK), reference_embeddings=torch.rand(4)
+        )
+
+
+class Structured(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyEmbedder()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        embedding = self.net(images)
+        return {"embedding": embedding, "logits": embedding[:, :2]}
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "match"),
+    [
+        (None, ValueError, "pass embedding_key.*its keys: embedding, logits"),
+        ("missing", ValueError, "embedding_key='missing' is neither a key nor an attribute"),
+        (0, ValueError, "embedding_key=0 is not an index of the model's output"),
+        (lambda out: out["embedding"][:, :, None], ValueError, r"output has shape \(4, 6, 1\)"),
+        (1.5, TypeError, "embedding_key must be a key or attribute name"),
+    ],
+)
+def test_embedding_key_errors(key, error, match):
+    torch.manual_seed(0)
+    model = Structured().eval()
+    with pytest.raises(error, match=match):
+        FeatureActivationMap(model, model.net.block, embedding_key=key).attribute(IMAGES, **GOOD)
+
+
+def test_a_classifier_output_is_refused_with_advice():
+    model = nn.Sequential(TinyEmbedder(), nn.Unflatten(1, (2, 3)))
+    with pytest.raises(ValueError, match="embedding='layer' to compare the layer's pooled"):
+        FeatureActivationMap(model, model[0].block).attribute(IMAGES, **GOOD)

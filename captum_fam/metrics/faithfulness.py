@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_fam.metrics._common import (
+from captum_fam.metrics._inputs import (
     ScoreFn,
     call_scores,
     check_images,

@@ -40,7 +40,7 @@ def spearman(a: Tensor, b: Tensor) -> Tensor:
         b (Tensor): Same shape as ``a``.
 
     Returns:
-        *Tensor* ``(N,)`` in ``[-1, 1]``. A constant row has no ranking: its correlation is
+        *Tensor* ``(N,)`` in ``[-1, 1]``. A constant row has no ranking, so its correlation is
         defined as 0.
 
     Examples::
@@ -87,7 +87,7 @@ def ssim(a: Tensor, b: Tensor, window: int = 7, sigma: float = 1.5) -> Tensor:
         sigma (float, optional): Window standard deviation. Default: 1.5
 
     Returns:
-        *Tensor* ``(N,)`` of mean SSIM values (1: identical structure).
+        *Tensor* ``(N,)`` of mean SSIM values (1 for identical structure).
 
     Examples::
 

@@ -1,0 +1,1 @@
+"""Benchmark scripts (``python benchmarks/NAME.py``) and their shared :mod:`benchmarks.harness`."""
