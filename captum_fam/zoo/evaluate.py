@@ -1,7 +1,8 @@
 """Evaluation of the shapes embedding models: ``python -m captum_fam.zoo.evaluate``.
 
 ``--model head`` evaluates the model with a projection head (:func:`load_shapes_head_model`)
-instead of the pooled-embedding model (:func:`load_shapes_model`). Every figure of
+instead of the pooled-embedding model (:func:`load_shapes_model`); ``--model common-mode`` the
+pooled model wrapped in :class:`~captum_fam.zoo.CommonModeNet`. Every figure of
 docs/model_card.md comes from this module, on world seeds that training never uses (training
 seeds stay below 10**9). Figures:
 
@@ -439,15 +440,17 @@ def _subset(emb: Tensor, labels: Tensor, classes: Sequence[int]) -> tuple[Tensor
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point: prints every figure, one per line."""
+    from captum_fam.zoo.common_mode import load_common_mode_model
     from captum_fam.zoo.model import load_shapes_head_model, load_shapes_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model",
-        choices=("pooled", "head"),
+        choices=("pooled", "head", "common-mode"),
         default="pooled",
         help="pooled: the model whose embedding is the pooled last block (default); "
-        "head: the model with a projection head",
+        "head: the model with a projection head; common-mode: the pooled model wrapped in "
+        "CommonModeNet (no weights of its own, so --weights does not apply)",
     )
     parser.add_argument("--weights", default=None, help="weights file (default: shipped)")
     parser.add_argument("--seed", type=int, default=EVAL_SEED, help="base world seed")
@@ -456,11 +459,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load = load_shapes_head_model if args.model == "head" else load_shapes_model
-    if args.weights is None:
-        model, layer = load()
+    if args.model == "common-mode":
+        if args.weights is not None:
+            parser.error("--weights does not apply to --model common-mode")
+        model, layer = load_common_mode_model()
     else:
-        model, layer = load(path=args.weights, sha256=None)
+        load = load_shapes_head_model if args.model == "head" else load_shapes_model
+        if args.weights is None:
+            model, layer = load()
+        else:
+            model, layer = load(path=args.weights, sha256=None)
     figures = evaluate(model, layer, seed=args.seed, episodes=args.episodes, scenes=args.scenes)
     for key, value in figures.items():
         print(f"{key:40s} {value:.4f}")
