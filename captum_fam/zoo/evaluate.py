@@ -356,12 +356,11 @@ def agnostic_diagnostics(
             out[f"uniform_cosine_{key}"] = float(uniform.mean())
             w_a, w_b = w.chunk(2)
             out[f"reference_weight_cosine_{key}"] = float(F.cosine_similarity(w_a, w_b).mean())
-    rows = activations.mean(dim=(0, 1, 3))
-    out["row_ratio_bottom_top"] = float(rows[-1] / rows[0])
-    h, w = activations.shape[-2:]
-    inner = torch.zeros(h, w, dtype=torch.bool)
-    inner[h // 4 : h - h // 4, w // 4 : w - w // 4] = True
-    cells = activations.mean(dim=(0, 1))
+    cells = activations.mean(dim=(0, 1))  # (h, w): mean activation of each map cell
+    out["row_ratio_bottom_top"] = float(cells[-1].mean() / cells[0].mean())
+    height, width = cells.shape
+    inner = torch.zeros(height, width, dtype=torch.bool)
+    inner[height // 4 : height - height // 4, width // 4 : width - width // 4] = True
     out["centre_border_ratio"] = float(cells[inner].mean() / cells[~inner].mean())
     return out
 
@@ -459,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    model: nn.Module
     if args.model == "common-mode":
         if args.weights is not None:
             parser.error("--weights does not apply to --model common-mode")
