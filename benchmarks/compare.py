@@ -4,7 +4,7 @@ Models (``--model``):
 
 - ``shapes`` (default): the shipped shapes model (``load_shapes_model``), whose output is the
   pooled last block, so its output cosine and the layer's pooled-channel cosine are one score;
-- ``shapes-head``: the shipped shapes model with a projection head (BatchNorm1d, Linear) after
+- ``shapes-head``: the shipped shapes model with a projection head (a bias-free Linear) after
   the pooled last block (``load_shapes_head_model``), so the two scores differ. This option
   needs a captum_fam whose ``captum_fam.zoo`` has ``load_shapes_head_model``; ``shapes`` runs
   without it.

@@ -13,6 +13,8 @@ from captum_fam.zoo import (
     SHAPE_CLASSES,
     ShapesBatch,
     ShapesEmbeddingNet,
+    ShapesProjectionNet,
+    load_shapes_head_model,
     load_shapes_model,
     make_shapes,
 )
@@ -20,16 +22,26 @@ from captum_fam.zoo.evaluate import (
     class_pool,
     embed,
     few_shot_accuracy,
+    pointing_rate,
     prototypes,
     top2_rate,
 )
-from captum_fam.zoo.model import WEIGHTS_PATH, WEIGHTS_SHA256
+from captum_fam.zoo.model import (
+    HEAD_WEIGHTS_PATH,
+    HEAD_WEIGHTS_SHA256,
+    WEIGHTS_PATH,
+    WEIGHTS_SHA256,
+    sha256_of_file,
+)
 
 # Figures of docs/model_card.md (python -m captum_fam.zoo.evaluate) and the tolerance the
 # smaller test run (fewer episodes, other seeds) is held to.
 CARD_ALL_5WAY_1SHOT = 0.861
 CARD_TWO_OBJECT_TOP2 = 0.422
 CARD_TWO_OBJECT_TOP2_SEEN = 0.828
+# The model with a projection head (python -m captum_fam.zoo.evaluate --model head).
+CARD_HEAD_ALL_5WAY_1SHOT = 0.840
+CARD_HEAD_POINTING_OUTPUT = (0.918, 0.878)  # embedding="output", "reference", plain
 TOLERANCE = 0.05
 TEST_SEED = 3_000_000_000  # far from training seeds (< 10**9) and from the card's seed
 
@@ -38,6 +50,12 @@ TEST_SEED = 3_000_000_000  # far from training seeds (< 10**9) and from the card
 def model_and_layer():
     torch.set_num_threads(2)
     return load_shapes_model()
+
+
+@pytest.fixture(scope="module")
+def head_model_and_layer():
+    torch.set_num_threads(2)
+    return load_shapes_head_model()
 
 
 @pytest.mark.parametrize("objects", [1, 2])
@@ -142,3 +160,75 @@ def test_two_object_scenes_rank_both_objects_first(model_and_layer):
     trained = make_shapes(150, objects=2, seed=TEST_SEED + 3000, classes=seen)
     rate = top2_rate(embed(model, trained.images), trained.labels, protos, classes=seen)
     assert rate >= max(0.8, CARD_TWO_OBJECT_TOP2_SEEN - TOLERANCE)
+
+
+def test_shipped_weights_match_their_digests():
+    assert sha256_of_file(WEIGHTS_PATH) == WEIGHTS_SHA256
+    assert sha256_of_file(HEAD_WEIGHTS_PATH) == HEAD_WEIGHTS_SHA256
+
+
+def test_head_model_loads_offline(head_model_and_layer):
+    model, layer = head_model_and_layer
+    assert isinstance(model, ShapesProjectionNet)
+    assert not model.training
+    assert layer is model.block4
+    captured = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            emb = model(make_shapes(3, seed=0).images)
+    finally:
+        handle.remove()
+    assert emb.shape == (3, 64)
+    assert captured[0].shape == (3, 128, 8, 8)
+    assert (captured[0] >= 0).all()
+    # The compared embedding is the head's output, not the pooled layer.
+    with torch.no_grad():
+        torch.testing.assert_close(model.head(captured[0].mean(dim=(2, 3))), emb)
+
+
+def test_head_loader_checks_the_digest(tmp_path):
+    copy = tmp_path / "shapes_head_cnn.pt"
+    shutil.copy(HEAD_WEIGHTS_PATH, copy)
+    model, _ = load_shapes_head_model(path=copy)  # a faithful copy loads
+    assert isinstance(model, ShapesProjectionNet)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="SHA-256 mismatch"):
+        load_shapes_head_model(path=copy)
+    # Each loader holds its own digest: the other model's file is refused.
+    with pytest.raises(RuntimeError, match="SHA-256 mismatch"):
+        load_shapes_head_model(path=WEIGHTS_PATH)
+    with pytest.raises(RuntimeError, match="SHA-256 mismatch"):
+        load_shapes_model(path=HEAD_WEIGHTS_PATH)
+    with pytest.raises(FileNotFoundError):
+        load_shapes_head_model(path=tmp_path / "missing.pt")
+
+
+def test_head_model_few_shot_accuracy_matches_model_card(head_model_and_layer):
+    model, _ = head_model_and_layer
+    images, labels = class_pool(25, seed=TEST_SEED)
+    emb = embed(model, images)
+    acc, _ = few_shot_accuracy(
+        emb, labels, ways=5, shots=1, classes=range(len(SHAPE_CLASSES)), episodes=200
+    )
+    assert acc >= CARD_HEAD_ALL_5WAY_1SHOT - TOLERANCE
+
+
+def test_head_model_output_maps_point_into_the_named_object(head_model_and_layer):
+    """FAM on the head's output, prototypes of the head's output: pointing on 100 scenes."""
+    model, layer = head_model_and_layer
+    sup_images, sup_labels = class_pool(10, seed=TEST_SEED + 1000)
+    protos = prototypes(embed(model, sup_images), sup_labels, len(SHAPE_CLASSES))
+    scenes = make_shapes(100, objects=2, seed=TEST_SEED + 2000)
+    for k in range(2):
+        rate = pointing_rate(
+            model,
+            layer,
+            scenes.images,
+            scenes.masks[:, k],
+            protos[scenes.labels[:, k]],
+            embedding="output",
+        )
+        assert rate >= CARD_HEAD_POINTING_OUTPUT[k] - 2 * TOLERANCE, (k, rate)

@@ -1,7 +1,10 @@
-"""Embedded default world: a procedural shapes dataset and a small embedding CNN trained on it.
+"""Embedded default world: a procedural shapes dataset and two small embedding CNNs trained on it.
 
-The model takes images in ``[0, 1]`` directly (it standardises inside), so the output of
-:func:`make_shapes` can be fed as is. Everything runs offline: the weights ship in the package.
+:func:`load_shapes_model` compares the pooled last block itself; :func:`load_shapes_head_model`
+has the same trunk with a linear projection head whose output is the compared embedding, as in
+most real embedding models (explain it with ``embedding="output"``). The models take images in
+``[0, 1]`` directly (they standardise inside), so the output of :func:`make_shapes` can be fed as
+is. Everything runs offline: the weights ship in the package.
 
 Examples::
 
@@ -13,7 +16,14 @@ Examples::
 """
 
 from captum_fam.zoo.common_mode import CommonModeNet, load_common_mode_model
-from captum_fam.zoo.model import WEIGHTS_SHA256, ShapesEmbeddingNet, load_shapes_model
+from captum_fam.zoo.model import (
+    HEAD_WEIGHTS_SHA256,
+    WEIGHTS_SHA256,
+    ShapesEmbeddingNet,
+    ShapesProjectionNet,
+    load_shapes_head_model,
+    load_shapes_model,
+)
 from captum_fam.zoo.shapes import (
     HELD_OUT_CLASSES,
     SEEN_CLASSES,
@@ -24,10 +34,13 @@ from captum_fam.zoo.shapes import (
 
 __all__ = [
     "CommonModeNet",
+    "HEAD_WEIGHTS_SHA256",
     "HELD_OUT_CLASSES",
     "WEIGHTS_SHA256",
     "ShapesEmbeddingNet",
+    "ShapesProjectionNet",
     "load_common_mode_model",
+    "load_shapes_head_model",
     "load_shapes_model",
     "SEEN_CLASSES",
     "SHAPE_CLASSES",

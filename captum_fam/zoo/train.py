@@ -1,4 +1,8 @@
-"""Trains the shapes embedding CNN from a seed: ``python -m captum_fam.zoo.train --out FILE``.
+"""Trains a shapes embedding CNN from a seed: ``python -m captum_fam.zoo.train --out FILE``.
+
+``--head`` trains :class:`~captum_fam.zoo.ShapesProjectionNet` (the same trunk with a projection
+head) instead of :class:`~captum_fam.zoo.ShapesEmbeddingNet`; objective and loop are the same,
+applied to whatever the model outputs (the head's output for the head model).
 
 Objective: prototypical episodes with multi-positive queries. Each step draws single-object
 images of the seen classes (half of them form class prototypes, the other half are queries) and
@@ -20,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_fam.zoo.model import WEIGHTS_PATH, ShapesEmbeddingNet
+from captum_fam.zoo.model import (
+    HEAD_WEIGHTS_PATH,
+    WEIGHTS_PATH,
+    ShapesEmbeddingNet,
+    ShapesProjectionNet,
+    sha256_of_file,
+)
 from captum_fam.zoo.shapes import SEEN_CLASSES, SHAPE_CLASSES, make_shapes
 
 __all__ = ["multi_positive_prototype_loss", "train", "training_seed"]
@@ -83,8 +93,12 @@ def train(
     weight_decay: float = 5e-4,
     threads: int = 2,
     log_every: int = 25,
+    head: bool = False,
 ) -> ShapesEmbeddingNet:
     """Trains a :class:`ShapesEmbeddingNet` on the seen classes and returns it in eval mode.
+
+    The loss is taken on the L2-normalised model output: the pooled last block, or with
+    ``head=True`` the projection head's output of a :class:`ShapesProjectionNet`.
 
     Args:
         seed (int, optional): Seed of the initialisation and of every training batch.
@@ -99,13 +113,16 @@ def train(
         threads (int, optional): ``torch.set_num_threads`` value. Default: 2
         log_every (int, optional): Print the running loss every this many steps (0: never).
                     Default: 25
+        head (bool, optional): Train a :class:`ShapesProjectionNet` instead. Default: False
 
     Returns:
-        ShapesEmbeddingNet: The trained model, in eval mode, on CPU.
+        ShapesEmbeddingNet: The trained model (a :class:`ShapesProjectionNet` with
+        ``head=True``), in eval mode, on CPU.
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    model = ShapesEmbeddingNet().to(memory_format=torch.channels_last)
+    net = ShapesProjectionNet() if head else ShapesEmbeddingNet()
+    model = net.to(memory_format=torch.channels_last)
     seen = [SHAPE_CLASSES.index(c) for c in SEEN_CLASSES]
     log_scale = torch.nn.Parameter(torch.tensor(math.log(16.0)))
     proxies = torch.nn.Parameter(torch.randn(len(seen), model.embedding_dim))
@@ -177,11 +194,17 @@ def save_weights(model: ShapesEmbeddingNet, path: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point; prints the SHA-256 of the written weights."""
-    from captum_fam.zoo.model import _sha256
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_PATH, help="weights file to write")
+    parser.add_argument(
+        "--head", action="store_true", help="train the model with a projection head"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="weights file to write (default: the shipped file of the chosen model)",
+    )
     parser.add_argument("--steps", type=int, default=600, help="optimisation steps (default 600)")
     parser.add_argument("--singles", type=int, default=40, help="single-object images per step")
     parser.add_argument("--pairs", type=int, default=40, help="two-object images per step")
@@ -197,12 +220,14 @@ def main(argv: list[str] | None = None) -> None:
         pairs=args.pairs,
         lr=args.lr,
         threads=args.threads,
+        head=args.head,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(model, args.out)
+    out = args.out if args.out is not None else HEAD_WEIGHTS_PATH if args.head else WEIGHTS_PATH
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out)
     minutes = (time.perf_counter() - start) / 60
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) in {minutes:.1f} min")
-    print(f"sha256 {_sha256(args.out)}")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {minutes:.1f} min")
+    print(f"sha256 {sha256_of_file(out)}")
 
 
 if __name__ == "__main__":
