@@ -32,10 +32,11 @@ __all__ = ["AGNOSTIC_THRESHOLD", "ReferenceDependence", "position_correlation",
 AGNOSTIC_THRESHOLD = 0.97
 """Median correlation with the reference-agnostic map at which maps are flagged.
 
-Measured (docs/benchmarks.md, ``python -m captum_fam.zoo.evaluate --diagnostic``): the shipped
-shapes model's default maps have a median of about 0.87; maps of a layer whose channels share a
-position-biased common mode, explained on the layer's own pooled channels, reach 0.98 to 0.999
-while their pointing falls to chance.
+Measured (docs/benchmarks.md: ``python benchmarks/compare.py --model common-mode``, column
+"agnostic"; ``python -m captum_fam.zoo.evaluate``, keys ``agnostic_correlation_*``): the shipped
+shapes models' default maps have a median of about 0.6 to 0.87; maps of a layer whose channels
+share a position-biased common mode, explained on the layer's own pooled channels, reach 0.98
+to 0.999 while their pointing falls to chance.
 """
 
 
