@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_cases import CARD_HEAD_POINTING_OUTPUT, TEST_SEED, TOLERANCE
 
 from captum_fam import FeatureActivationMap
 from captum_fam.metrics import pointing_game, reference_specificity
 from captum_fam.zoo import SHAPE_CLASSES, load_shapes_model, make_shapes
+from captum_fam.zoo.evaluate import class_pool, embed, pointing_rate, prototypes
+from captum_fam.zoo.evaluate_maps import layer_activations
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +78,22 @@ def test_maps_follow_the_reference_where_a_saliency_cannot(world):
 
 
 def layer_mean_activation(model, layer, images):
-    captured = []
-    handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
-    with torch.no_grad():
-        model(images)
-    handle.remove()
-    return captured[0].mean(dim=1, keepdim=True)
+    return layer_activations(model, layer, images).mean(dim=1, keepdim=True)
+
+
+def test_head_model_output_maps_point_into_the_named_object(head_model_and_layer):
+    """FAM on the head's output, prototypes of the head's output: pointing on 100 scenes."""
+    model, layer = head_model_and_layer
+    sup_images, sup_labels = class_pool(10, seed=TEST_SEED + 1000)
+    protos = prototypes(embed(model, sup_images), sup_labels, len(SHAPE_CLASSES))
+    scenes = make_shapes(100, objects=2, seed=TEST_SEED + 2000)
+    for k in range(2):
+        rate = pointing_rate(
+            model,
+            layer,
+            scenes.images,
+            scenes.masks[:, k],
+            protos[scenes.labels[:, k]],
+            embedding="output",
+        )
+        assert rate >= CARD_HEAD_POINTING_OUTPUT[k] - 2 * TOLERANCE, (k, rate)
