@@ -400,7 +400,10 @@ def explain_retrieval(
         dim=1,
     )
     top_scores, indices = scores.topk(k, dim=1)
-    explain = {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights}
+    explain: dict[str, Any] = {
+        "relu_attributions": relu_attributions,
+        "normalize_weights": normalize_weights,
+    }
     maps = torch.cat(
         [engine.explain(state, embeddings[indices[:, j]], **explain) for j in range(k)], dim=1
     )

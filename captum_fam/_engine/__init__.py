@@ -378,7 +378,7 @@ class Engine:
         """Reference embeddings paired with the queries ``(N, D)``; ``(K, D)`` for a set."""
         n = query_embeddings.shape[0]
         if plan.inputs is not None:
-            m = plan.count
+            m = plan.size
             args = (
                 reference_forward_args(additional_forward_args, n, m)
                 if not plan.shared

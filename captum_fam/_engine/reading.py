@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import captum
@@ -206,7 +207,8 @@ _LIBRARY_DIRS = (
 
 def caller_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside the libraries."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
         frame, level = frame.f_back, level + 1
     return level

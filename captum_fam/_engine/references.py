@@ -8,7 +8,7 @@ set is different: all of its K items stand against every query.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 from torch import Tensor
 
@@ -40,11 +40,28 @@ class References(NamedTuple):
     shared: bool = False
 
     @property
-    def count(self) -> int:
+    def size(self) -> int:
         """M, the number of references (or background items)."""
         source = self.inputs[0] if self.inputs is not None else self.embeddings
         assert source is not None
         return int(source.shape[0])
+
+
+@overload
+def plan_references(
+    n: int,
+    batch: tuple[Tensor, ...],
+    inputs: Any,
+    embeddings: Any,
+    role: str,
+    required: Literal[True] = True,
+) -> References: ...
+
+
+@overload
+def plan_references(
+    n: int, batch: tuple[Tensor, ...], inputs: Any, embeddings: Any, role: str, required: bool
+) -> References | None: ...
 
 
 def plan_references(

@@ -204,6 +204,7 @@ def search(
     )  # fmt: skip
     ids = hits.indices[0].tolist()
     assert hits.gallery_maps is not None and hits.explained_scores is not None
+    assert hits.vectors is not None
     return IndexHits(
         names=[_shown(paths[key]) for key in ids],
         references=[loaded[key] for key in ids],

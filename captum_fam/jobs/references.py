@@ -107,7 +107,7 @@ class FixedReferences:
         return {"reference_embeddings": (values, ("reference_row", "channel"))}
 
     def explain(self, engine: Engine, queries: Queries, indices: range, labels: Any,
-                explain_args: dict[str, bool]) -> Explained:  # fmt: skip
+                explain_args: dict[str, Any]) -> Explained:  # fmt: skip
         shared = self.rows.shape[0] == 1
         rows = self.rows if shared else self.rows[indices.start : indices.stop]
         rows = _paired(engine, queries, rows.to(queries.embeddings))
@@ -152,7 +152,7 @@ class PrototypeReferences:
         }
 
     def explain(self, engine: Engine, queries: Queries, indices: range, labels: Any,
-                explain_args: dict[str, bool]) -> Explained:  # fmt: skip
+                explain_args: dict[str, Any]) -> Explained:  # fmt: skip
         if labels is None:
             raise ValueError(
                 "prototypes need a label per item: dataset items must be (inputs, label)"
@@ -196,7 +196,8 @@ class GalleryReferences:
             (self.start, int(rows.shape[0]), self.size, self._digest)
         )
         expected = 0
-        for start, length, size, _ in sorted(shards):  # type: ignore[misc]
+        tiles: list[tuple[int, int, int, str]] = sorted(shards)  # type: ignore[arg-type, type-var]
+        for start, length, size, _ in tiles:
             if size != self.size or start != expected:
                 raise ValueError(
                     "the gallery shards of the ranks must tile [0, size) exactly, with one "
@@ -230,7 +231,7 @@ class GalleryReferences:
         dtype: torch.dtype,
         device: torch.device,
         context: DistributedContext,
-        explain_args: dict[str, bool],
+        explain_args: dict[str, Any],
     ) -> Explained | None:
         """One lockstep round over all ranks; ``queries`` None when this rank has no batch.
 
@@ -249,13 +250,13 @@ class GalleryReferences:
             found = self._local_top_k(engine, gallery, everyone[rank][: counts[rank]], capacity)
             for slot, tensor in zip(sends, found, strict=True):
                 slot.append(tensor)
-        values, indices, rows = (context.all_to_all(slot) for slot in sends)
+        got_values, got_indices, got_rows = (context.all_to_all(slot) for slot in sends)
         if queries is None:
             return None
         order = self._rank_order
-        values = torch.cat([values[r][:n] for r in order], dim=1)
-        indices = torch.cat([indices[r][:n] for r in order], dim=1)
-        rows = torch.cat([rows[r][:n] for r in order], dim=1)
+        values = torch.cat([got_values[r][:n] for r in order], dim=1)
+        indices = torch.cat([got_indices[r][:n] for r in order], dim=1)
+        rows = torch.cat([got_rows[r][:n] for r in order], dim=1)
         ranked = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
         top_rows = rows.gather(1, ranked[:, :, None].expand(-1, -1, dim))
         top_rows = top_rows.to(queries.embeddings)

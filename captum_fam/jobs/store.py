@@ -124,15 +124,15 @@ class JobStore:
 
         path = os.fspath(path)
         record = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "layout": _json(layout)}
-        problem = None
+        problem: str | None = None
         if context.is_main:
             try:
                 _prepare(path, record, overwrite, storage_options, constants, attributes, layout)
             except StoreError as error:
                 problem = str(error)
-        problem = context.broadcast_object(problem)
-        if problem is not None:
-            raise StoreError(problem)
+        shared = context.broadcast_object(problem)  # rank 0's verdict, for every rank
+        if shared is not None:
+            raise StoreError(str(shared))
         group = zarr.open_group(path, mode="r+", storage_options=storage_options)
         return cls(group, layout)
 

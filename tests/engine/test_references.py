@@ -26,9 +26,9 @@ def test_reference_forward_args_take_each_groups_first_row():
 def test_plans_check_before_any_forward():
     batch = (torch.rand(4, 3),)
     plan = plan_references(4, batch, torch.rand(2, 3), None, "reference")
-    assert plan.count == 2 and not plan.shared
+    assert plan.size == 2 and not plan.shared
     background = plan_references(4, batch, None, torch.rand(7, 5), "background")
-    assert background.shared and background.count == 7  # any size: every item, every query
+    assert background.shared and background.size == 7  # any size: every item, every query
     assert plan_references(4, batch, None, None, "foil", required=False) is None
     with pytest.raises(ValueError, match="foil has 3 rows for 4 inputs"):
         plan_references(4, batch, torch.rand(3, 3), None, "foil")
