@@ -24,6 +24,7 @@ from captum_fam._checks import (
     format_embeddings,
     one_of,
 )
+from captum_fam._engine import Engine
 from captum_fam._engine.pairs import token_pairs as token_pair_matrix
 from captum_fam._engine.pooling import PoolingMask
 from captum_fam._engine.references import plan_references
@@ -181,7 +182,7 @@ def explain_pair(
         raise ValueError(f"a and b must hold the same number of examples; got {n} and "
                          f"{side_b[0].shape[0]}")  # fmt: skip
     check_like(side_b, side_a, "b", "a")
-    _check_mask_index(pooling_mask)
+    check_mask_index(pooling_mask)
     if token_pairs and (foil is not None or foil_embeddings is not None):
         raise ValueError(
             "token_pairs=True decomposes s(a, b) over token pairs; with a foil the score "
@@ -274,7 +275,7 @@ def explain_prototypes(
         raise TypeError(f"support_labels must be integer class labels; got {support_labels.dtype}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive; got {temperature}")
-    _check_mask_index(pooling_mask)
+    check_mask_index(pooling_mask)
     args = additional_forward_args
     state = engine.queries(batch, args, False, pooling_mask)
     support_embeddings = engine.embed(support_batch, args, False, pooling_mask, "support")
@@ -359,22 +360,46 @@ def explain_retrieval(
         >>> hits = explain_retrieval(fam, query, gallery_embeddings=gallery_embeddings, k=10)
         >>> hits.indices[0], hits.scores[0]
     """
-    engine = fam.engine
-    one_of(gallery, gallery_embeddings, ("gallery", "gallery_embeddings"))
+    check_mask_index(pooling_mask)
+    return retrieve(
+        fam.engine,
+        format_batch(queries, "queries"),
+        fam.engine,
+        None if gallery is None else format_batch(gallery, "gallery"),
+        gallery_embeddings,
+        k,
+        batch_size,
+        {"relu_attributions": relu_attributions, "normalize_weights": normalize_weights},
+        (additional_forward_args, additional_forward_args),
+        (pooling_mask, pooling_mask),
+    )
+
+
+def retrieve(
+    query_engine: Engine,
+    batch: tuple[Tensor, ...],
+    gallery_engine: Engine,
+    gallery_batch: tuple[Tensor, ...] | None,
+    gallery_embeddings: Tensor | None,
+    k: int,
+    batch_size: int,
+    explain: dict[str, Any],
+    forward_args: tuple[Any, Any],
+    pooling_masks: tuple[int | None, int | None],
+) -> RetrievalExplanation:
+    """:func:`explain_retrieval` with a model per side (one for images, one for texts)."""
+    one_of(gallery_batch, gallery_embeddings, ("gallery", "gallery_embeddings"))
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
-    _check_mask_index(pooling_mask)
-    args = additional_forward_args
-    batch = format_batch(queries, "queries")
-    gallery_batch = None if gallery is None else format_batch(gallery, "gallery")
+    (query_args, gallery_args), (query_mask, gallery_mask) = forward_args, pooling_masks
     if gallery_batch is not None:
         gallery_embeddings = torch.cat(
             [
-                engine.embed(
+                gallery_engine.embed(
                     tuple(t[i : i + batch_size] for t in gallery_batch),
-                    args,
+                    gallery_args,
                     False,
-                    pooling_mask,
+                    gallery_mask,
                     "gallery",
                 )  # fmt: skip
                 for i in range(0, gallery_batch[0].shape[0], batch_size)
@@ -385,35 +410,32 @@ def explain_retrieval(
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= size:
         raise ValueError(f"k must be an int between 1 and the gallery size {size}; got {k!r}")
 
-    state = engine.queries(batch, args, False, pooling_mask)
+    state = query_engine.queries(batch, query_args, False, query_mask)
     embeddings = embeddings.to(device=state.embeddings.device, dtype=state.embeddings.dtype)
     if embeddings.shape[1] != state.embeddings.shape[1]:
         raise ValueError(
-            f"gallery_embeddings have {embeddings.shape[1]} channels; fam.embed gives "
-            f"{state.embeddings.shape[1]}"
+            f"gallery_embeddings have {embeddings.shape[1]} channels; the queries' embeddings "
+            f"have {state.embeddings.shape[1]}"
         )
     scores = torch.cat(
         [
-            engine.score_matrix(state.embeddings, embeddings[i : i + batch_size])
+            query_engine.score_matrix(state.embeddings, embeddings[i : i + batch_size])
             for i in range(0, size, batch_size)
         ],
         dim=1,
     )
     top_scores, indices = scores.topk(k, dim=1)
-    explain: dict[str, Any] = {
-        "relu_attributions": relu_attributions,
-        "normalize_weights": normalize_weights,
-    }
     maps = torch.cat(
-        [engine.explain(state, embeddings[indices[:, j]], **explain) for j in range(k)], dim=1
+        [query_engine.explain(state, embeddings[indices[:, j]], **explain) for j in range(k)],
+        dim=1,
     )
 
     gallery_maps = None
     if gallery_batch is not None:
         retrieved = tuple(t[indices.flatten().to(t.device)] for t in gallery_batch)
-        retrieved_state = engine.queries(retrieved, args, False, pooling_mask)
+        retrieved_state = gallery_engine.queries(retrieved, gallery_args, False, gallery_mask)
         query_rows = state.embeddings.repeat_interleave(k, dim=0)
-        gallery_maps = engine.explain(retrieved_state, query_rows, **explain)
+        gallery_maps = gallery_engine.explain(retrieved_state, query_rows, **explain)
         gallery_maps = gallery_maps.reshape(indices.shape[0], k, *gallery_maps.shape[2:])
     device = batch[0].device
     return RetrievalExplanation(
@@ -424,7 +446,7 @@ def explain_retrieval(
     )
 
 
-def _check_mask_index(pooling_mask: PoolingMask) -> None:
+def check_mask_index(pooling_mask: PoolingMask) -> None:
     # Several input sets run through one call: each brings its own mask, found by index.
     if pooling_mask is not None and (
         isinstance(pooling_mask, bool) or not isinstance(pooling_mask, int)
