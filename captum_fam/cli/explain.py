@@ -16,9 +16,10 @@ import torch
 from torch import Tensor
 
 from captum_fam.backbones import candidate_layers, default_layer
+from captum_fam.cli import explain_image_text, options
 from captum_fam.cli import index as index_cli
-from captum_fam.cli import options
 from captum_fam.cli.common import CLIError, add_fam_options, model_errors, warn
+from captum_fam.cli.explain_image_text import is_image_text
 from captum_fam.cli.figures import checked_figure_path, pair_figure, save_figure
 from captum_fam.gallery import embed_images, retrieve
 from captum_fam.images import ImageReadError, list_images, read_image
@@ -32,9 +33,10 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "explain",
-        help="explain a query image against reference images or a gallery",
+        help="explain a query image against reference images, a gallery or captions",
         description="Explain why a model finds QUERY similar to each REFERENCE (or to its "
-        "top-k neighbours in --gallery) with FAM maps over both images.",
+        "top-k neighbours in --gallery) with FAM maps over both images; with --text and an "
+        "image-text model, why QUERY matches each caption (image maps and word shares).",
     )
     parser.add_argument("query", metavar="QUERY", help="query image file")
     parser.add_argument("references", metavar="REFERENCE", nargs="*", help="reference images")
@@ -47,6 +49,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="a folder of ordinary images: explain why each reference matches rather than a "
         "typical image (their mean score is subtracted; cures maps that ignore the reference)",
+    )
+    captions = parser.add_argument_group("captions (image-text models)")
+    captions.add_argument(
+        "--text",
+        action="append",
+        metavar="TEXT",
+        help="explain QUERY against this caption instead of reference images (repeat for more "
+        "captions; needs --model shapes-clip or hf-clip:NAME)",
+    )
+    captions.add_argument(
+        "--contrast",
+        action="store_true",
+        help="with several --text: explain each caption against the others",
     )
     retrieval = parser.add_argument_group("gallery")
     retrieval.add_argument("--gallery", metavar="DIR", help="rank a folder of images instead")
@@ -81,6 +96,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.text is not None:
+        return explain_image_text.run(args)
+    if args.contrast:
+        raise CLIError("--contrast goes with --text captions")
+    if is_image_text(args.model):
+        raise CLIError(f"--model {args.model} compares images with captions: give --text")
     map_format = options.map_format(args.save_maps)
     out = checked_figure_path(args.out)
     top_k = options.check_explain_args(args)

@@ -31,6 +31,7 @@ __all__ = [
     "IG_PERCENTILE",
     "checked_figure_path",
     "demo_figure",
+    "image_text_figure",
     "pair_figure",
     "save_figure",
     "summary_figure",
@@ -136,6 +137,50 @@ def demo_figure(
         mappable,
         f"map, share of the panel's maximum (IG: of its {IG_PERCENTILE:.0f}th percentile)",
     )
+    return figure
+
+
+def image_text_figure(
+    image: Tensor,
+    maps: Tensor,
+    texts: Sequence[str],
+    tokens: Sequence[Sequence[str]],
+    token_values: Sequence[Sequence[float]],
+    scores: Sequence[float],
+    image_name: str,
+    header: Sequence[str],
+    notices: Sequence[str] = (),
+) -> Figure:
+    """Per caption, side by side: the image with its map for the caption, and the caption's
+    words as bars of their signed share of the score (red: for the match, blue: against)."""
+    longest = max(len(t) for t in tokens)
+    bars_in = max(_PANEL_IN, 0.3 * longest + 0.8)
+    width = _PANEL_IN + bars_in + 1.2
+    figure, body, axes = _grid(
+        len(texts), 2, width, len(texts) * (_PANEL_IN + 0.55), header, notices
+    )
+    picture = image_to_numpy(image)
+    mappable = None
+    for row, (text, words, values) in enumerate(zip(texts, tokens, token_values, strict=True)):
+        title = textwrap.fill(f"{_short(image_name)} vs {text!r}", _TITLE_CHARS)
+        mappable = _map_panel(
+            axes[row, 0], maps[row], picture, f"{title}\ncosine {scores[row]:.3f}"
+        )
+        values_array = np.asarray(values, dtype=float)
+        shares = values_array / (np.abs(values_array).sum() or 1.0)
+        axis = axes[row, 1]
+        axis.set_axis_on()
+        axis.bar(
+            range(len(words)),
+            shares,
+            color=["#c0392b" if v >= 0 else "#2c6fbb" for v in shares],
+        )
+        axis.axhline(0.0, color="black", linewidth=0.6)
+        axis.set_xticks(range(len(words)), words, rotation=45, ha="right", fontsize=_TITLE_PT)
+        axis.set_ylabel("share of the score", fontsize=_TITLE_PT - 1)
+        axis.tick_params(axis="y", labelsize=8)
+        axis.set_title("words the image supports", fontsize=_TITLE_PT)
+    _colour_bar(body, axes[:, :1], mappable)
     return figure
 
 

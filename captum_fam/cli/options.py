@@ -51,7 +51,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="shapes",
         help="'shapes' (default: a toy model of synthetic shapes), 'torchvision:NAME', "
-        "'package.module:factory' or a TorchScript file",
+        "'package.module:factory' or a TorchScript file; with --text, an image-text model: "
+        "'shapes-clip' (a toy CLIP of the shapes world) or 'hf-clip:NAME' (a transformers "
+        "CLIPModel by hub name or local folder)",
     )
     model.add_argument(
         "--weights",
@@ -261,27 +263,35 @@ def relative(path: Path, root: Path) -> str:
         return path.name
 
 
-def save_maps(path: Path, format: str | None, record: dict[str, Any]) -> None:
+def save_maps(
+    path: Path,
+    format: str | None,
+    record: dict[str, Any],
+    ragged: Sequence[str] = ("reference_maps",),
+) -> None:
     """Write maps, scores and names: a dict with torch.save, or arrays with numpy.savez.
 
-    Reference maps of different sizes (``--resize keep``) are a list for torch and one array
-    per reference, ``reference_maps_0``, ... for numpy.
+    The ``ragged`` entries are lists (reference maps of different sizes with ``--resize keep``,
+    token maps of captions of different lengths): stacked when their items are tensors of one
+    shape, else a list for torch and one array per item, ``KEY_0``, ``KEY_1``, ... for numpy.
     """
     record = dict(record)
-    maps = record.pop("reference_maps")
-    same = len({tuple(m.shape) for m in maps}) == 1
+    lists = {key: list(record.pop(key)) for key in ragged}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for key, items in lists.items():
+            stackable = all(isinstance(m, Tensor) for m in items)
+            if stackable and len({tuple(m.shape) for m in items}) == 1:
+                record[key] = torch.stack(items)
+            elif format == "torch":
+                record[key] = [m.cpu() if isinstance(m, Tensor) else m for m in items]
+            else:
+                record.update({f"{key}_{i}": m for i, m in enumerate(items)})
         if format == "torch":
-            record["reference_maps"] = torch.stack(maps) if same else [m.cpu() for m in maps]
             torch.save(
                 {k: v.cpu() if isinstance(v, Tensor) else v for k, v in record.items()}, path
             )
             return
-        if same:
-            record["reference_maps"] = torch.stack(maps)
-        else:
-            record.update({f"reference_maps_{i}": m for i, m in enumerate(maps)})
         arrays = {
             key: value.cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
             for key, value in record.items()
