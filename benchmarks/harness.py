@@ -223,11 +223,21 @@ def peak_rss_mib() -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes or KiB
 
 
-def report_peak(row: str, run: Callable[[], object] | None) -> None:
-    """The child's side: run the row once (nothing for the baseline), print one JSON line."""
+def cuda_peak_mib() -> float:
+    """The most CUDA memory this process's tensors held (``torch.cuda.max_memory_allocated``)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def report_peak(
+    row: str, run: Callable[[], object] | None, peak: Callable[[], float] = peak_rss_mib
+) -> None:
+    """The child's side: run the row once (nothing for the baseline), print one JSON line
+    (the peak resident set size, or another ``peak`` such as :func:`cuda_peak_mib`)."""
     if run is not None:
         run()
-    print(json.dumps({"row": row, "peak_rss_mib": peak_rss_mib()}), flush=True)
+    print(json.dumps({"row": row, "peak_rss_mib": peak()}), flush=True)
 
 
 def parse_peak(stdout: str, row: str) -> float:

@@ -137,6 +137,7 @@ class Config:
     seed: int
     memory_workers: int
     memory_rows: tuple[str, ...]  # the rows whose peak memory is measured
+    device: str = "cpu"
 
     def child_args(self) -> list[str]:
         """The options that make a peak-memory child build exactly the same workload."""
@@ -147,6 +148,7 @@ class Config:
             f"--ig-batch={self.ig_batch}",
             f"--threads={self.threads}",
             f"--seed={self.seed}",
+            f"--device={self.device}",
         ]
 
 
@@ -186,6 +188,10 @@ class Workload:
         self.head_model.eval()
         shape = (config.pairs, 3, config.image_size, config.image_size)
         self.queries, self.references = torch.randn(shape), torch.randn(shape)
+        device = torch.device(config.device)
+        self.model.to(device)
+        self.head_model.to(device)
+        self.queries, self.references = self.queries.to(device), self.references.to(device)
         self.fam = FeatureActivationMap(self.model, self.model.layer4)
         self.exit4 = FeatureActivationMap(self.model, self.model.layer4, embedding="layer")
         self.exit3 = FeatureActivationMap(self.model, self.model.layer3, embedding="layer")
@@ -242,7 +248,7 @@ def make_rows(work: Workload, config: Config) -> dict[str, Callable[[], object]]
 
         return run
 
-    return {
+    rows: dict[str, Callable[[], object]] = {
         FORWARDS: forwards(work.model),
         FAM: lambda: work.fam.attribute(queries, reference=references),
         CACHED: lambda: work.fam.attribute(queries, reference_embeddings=work.fam_embeddings),
@@ -262,17 +268,34 @@ def make_rows(work: Workload, config: Config) -> dict[str, Callable[[], object]]
         HEAD_FORWARDS: forwards(work.head_model),
         HEAD_FAM: lambda: work.head_fam.attribute(queries, reference=references),
     }
+    return {name: synchronized(run, config.device) for name, run in rows.items()}
+
+
+def synchronized(run: Callable[[], object], device: str) -> Callable[[], object]:
+    """``run``, returning only once a CUDA device has finished the work it queued."""
+    if not device.startswith("cuda"):
+        return run
+
+    def call() -> object:
+        out = run()
+        torch.cuda.synchronize(device)
+        return out
+
+    return call
 
 
 def ig_warmup(work: Workload, config: Config) -> Callable[[], object]:
     """IG on as many steps as fill one internal batch: the timed call's shapes, at low cost."""
     steps = max(2, config.ig_batch // config.pairs)
     integrated_gradients = IntegratedGradients(work.cosine4)
-    return lambda: integrated_gradients.attribute(
-        work.queries,
-        additional_forward_args=work.cosine_embeddings,
-        n_steps=steps,
-        internal_batch_size=config.ig_batch,
+    return synchronized(
+        lambda: integrated_gradients.attribute(
+            work.queries,
+            additional_forward_args=work.cosine_embeddings,
+            n_steps=steps,
+            internal_batch_size=config.ig_batch,
+        ),
+        config.device,
     )
 
 
@@ -289,11 +312,12 @@ def time_rows(work: Workload, config: Config) -> dict[str, harness.Timing]:
 def run_row(name: str, config: Config) -> None:
     """The peak-memory child: build the workload, run one row once (or none), report."""
     work = Workload(config)
+    peak = harness.cuda_peak_mib if config.device.startswith("cuda") else harness.peak_rss_mib
     if name == harness.BASELINE:
-        harness.report_peak(name, None)
+        harness.report_peak(name, None, peak)
         return
     work.prepare((name,))
-    harness.report_peak(name, make_rows(work, config)[name])
+    harness.report_peak(name, make_rows(work, config)[name], peak)
 
 
 def target_text(row: Row, ratio: float, memory: harness.PeakMemory) -> str:
@@ -310,9 +334,18 @@ def target_text(row: Row, ratio: float, memory: harness.PeakMemory) -> str:
 
 
 def table(
-    times: dict[str, harness.Timing], memory: harness.PeakMemory, labels: dict[str, str]
+    times: dict[str, harness.Timing],
+    memory: harness.PeakMemory,
+    labels: dict[str, str],
+    device: str = "cpu",
 ) -> harness.Table:
-    result = harness.Table(COLUMNS)
+    columns = COLUMNS
+    if device != "cpu":
+        columns = tuple(
+            harness.Column("peak", "peak CUDA MiB", "right") if c.key == "peak" else c
+            for c in COLUMNS
+        )
+    result = harness.Table(columns)
     for row in ROWS:
         median = times[row.name].median
         ratio = median / times[row.floor].median
@@ -335,10 +368,18 @@ def table(
     return result
 
 
+def device_text(device: str) -> str:
+    """The device in words, with the GPU's name on CUDA."""
+    if device.startswith("cuda"):
+        return f"CUDA ({torch.cuda.get_device_name(torch.device(device))})"
+    return "CPU"
+
+
 def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
     return [
         f"ResNet-50s (torchvision, random weights, eval mode), {config.image_size} px, "
-        f"{config.pairs} query/reference pairs, CPU, one process; medians over "
+        f"{config.pairs} query/reference pairs, {device_text(config.device)}, one process; "
+        "medians over "
         f"{len(times[FORWARDS].milliseconds)} round-robin repeats (spread: fastest-slowest), "
         f"IntegratedGradients over {len(times[IG].milliseconds)} (n_steps={config.ig_steps}, "
         f"internal_batch_size={config.ig_batch}). 'ratio to forwards': to the inference "
@@ -348,7 +389,12 @@ def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
         "[b] The cosine forward compares each query with its reference's pooled layer4 "
         "features, computed once outside the timing, as for the cached FAM row; the forwards "
         "row counts the reference forward, these rows do not.",
-        "Peak RSS: VmHWM of a fresh process (python benchmarks/speed.py "
+        (
+            "Peak CUDA memory: torch.cuda.max_memory_allocated"
+            if config.device != "cpu"
+            else "Peak RSS: VmHWM"
+        )
+        + " of a fresh process (python benchmarks/speed.py "
         "--peak-memory-row=NAME) that builds the models and inputs, computes the cached "
         "reference embeddings where the row takes them (one inference forward, no higher than "
         "the row's own) and runs the row once; 'above baseline' subtracts the baseline process, "
@@ -372,6 +418,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         "--threads", type=int, help="torch threads (default: all cores; 1 with --quick)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument(
         "--memory-workers", type=int, default=2, help="peak-memory children at a time (2)"
     )
@@ -392,6 +439,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
         seed=args.seed,
         memory_workers=args.memory_workers,
         memory_rows=QUICK_MEMORY_ROWS if args.quick else ROW_NAMES,
+        device=args.device,
     )
     return args, config
 
@@ -408,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     memory = harness.measure_peak_memory(
         config.memory_rows, config.child_args(), workers=config.memory_workers
     )
-    print(table(times, memory, labels).render(args.markdown))
+    print(table(times, memory, labels, config.device).render(args.markdown))
     print()
     for line in notes(config, times):
         print(f"- {line}" if args.markdown else line)

@@ -1,4 +1,4 @@
-"""Tiny models shared by the tests: ``from helpers import TinyEmbedder``.
+"""Tiny models and markers shared by the tests: ``from helpers import TinyEmbedder``.
 
 (Not in conftest.py: the command line's tests have a conftest of their own, and a module named
 ``conftest`` is whichever pytest imported last.)
@@ -6,8 +6,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
 import torch
 from torch import nn
+
+Test = TypeVar("Test", bound=Callable[..., object])
+
+
+def requires_cuda(test: Test) -> Test:
+    """A test that needs a CUDA device: skipped without one, selected by ``pytest -m cuda``."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    return pytest.mark.cuda(skip(test))
 
 
 class TinyEmbedder(nn.Module):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from captum.attr import LayerAttribution
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
-from helpers import TinyEmbedder
+from helpers import TinyEmbedder, requires_cuda
 from torch import nn
 
 from captum_fam import (
@@ -257,7 +257,7 @@ def test_data_parallel_model_on_cpu(tiny_model, images, references):
     torch.testing.assert_close(fam.attribute(images, reference=references), expected)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@requires_cuda
 def test_cuda_inputs_give_cuda_maps(tiny_model, images, references):
     model = tiny_model.cuda()
     fam = FeatureActivationMap(model, model.block)
@@ -453,3 +453,18 @@ def test_background_contrast_is_the_mean_of_per_item_foils(tiny_model, images, r
             contrast, fam.attribute(images, reference=references,
                                     background_embeddings=fam.embed(background), **raw)
         )  # fmt: skip
+
+
+@requires_cuda
+def test_cuda_head_model_under_inference_mode_matches_cpu():
+    # embedding="output" pulls the coefficients back through the head with autograd on the GPU.
+    torch.manual_seed(0)
+    model = nn.Sequential(TinyEmbedder(), nn.Linear(6, 4)).eval()
+    images, references = torch.rand(3, 3, 12, 12), torch.rand(3, 3, 12, 12)
+    expected = FeatureActivationMap(model, model[0].block).attribute(images, reference=references)
+    model.cuda()
+    fam = FeatureActivationMap(model, model[0].block)
+    with torch.inference_mode():
+        maps = fam.attribute(images.cuda(), reference=references.cuda())
+    assert maps.device.type == "cuda"
+    torch.testing.assert_close(maps.cpu(), expected, atol=1e-4, rtol=1e-3)

@@ -5,8 +5,11 @@ and argument errors.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from helpers import requires_cuda
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -318,3 +321,20 @@ def test_features_as_a_tensor_or_an_output_with_pooler_output():
         CLIPImageForward(_Towers({"image_embeds": embeddings}))(pixels)
     with pytest.raises(ValueError, match="pass vision_layer"):
         clip_fams(_Towers(embeddings))
+
+
+@requires_cuda
+def test_cuda_maps_match_cpu(model, embeddings):
+    image, text = embeddings
+    ids, mask = captions(LENGTHS)
+    cpu_image_fam, cpu_text_fam = clip_fams(model)
+    expected_image = cpu_image_fam.attribute(images(3), reference_embeddings=text)
+    expected_text = cpu_text_fam.attribute((ids, mask), reference_embeddings=image, pooling_mask=1)
+    image_fam, text_fam = clip_fams(copy.deepcopy(model).cuda())
+    maps = image_fam.attribute(images(3).cuda(), reference_embeddings=text.cuda())
+    tokens = text_fam.attribute(
+        (ids.cuda(), mask.cuda()), reference_embeddings=image.cuda(), pooling_mask=1
+    )
+    assert maps.device.type == tokens.device.type == "cuda"
+    torch.testing.assert_close(maps.cpu(), expected_image, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(tokens.cpu(), expected_text, atol=1e-4, rtol=1e-3)

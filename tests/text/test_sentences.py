@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from helpers import requires_cuda
 
 pytest.importorskip("transformers")
 
@@ -40,3 +43,13 @@ def test_both_sides_and_the_pairs_add_up(encoder):
     torch.testing.assert_close(raw.token_pairs, pair.token_pairs)
     torch.testing.assert_close(raw.maps_b[:, 0] / pair.b.attention_mask.sum(1, keepdim=True),
                                pair.maps_b)  # fmt: skip
+
+
+@requires_cuda
+def test_cuda_sentences_match_cpu(encoder):
+    model, tokenizer = encoder
+    expected = explain_sentences(sentence_fam(model), tokenizer, FIRST, SECOND)
+    pair = explain_sentences(sentence_fam(copy.deepcopy(model).cuda()), tokenizer, FIRST, SECOND)
+    assert pair.scores.device.type == "cuda"
+    torch.testing.assert_close(pair.scores.cpu(), expected.scores, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(pair.maps_a.cpu(), expected.maps_a, atol=1e-4, rtol=1e-3)
