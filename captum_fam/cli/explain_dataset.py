@@ -72,10 +72,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--chunk-size", type=int, default=256, metavar="C", help="items per chunk (default: 256)"
     )
     job.add_argument("--map-dtype", choices=("float16", "float32"), default="float16")
+    job.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (default: each process's GPU under torchrun with "
+        "NCCL, else the GPU when there is one, else the CPU), cpu, cuda or cuda:N",
+    )
     job.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     job.add_argument("--overwrite", action="store_true", help="replace a store of another job")
     job.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _device(option: str, context: Any) -> torch.device:
+    """``--device``: several processes run where their backend puts them (NCCL: their GPU)."""
+    if option == "auto":
+        if context.world_size > 1:
+            return context.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if context.world_size > 1:
+        raise CLIError(
+            "--device: under torchrun each process runs on its backend's device (NCCL: its "
+            "GPU, Gloo: the CPU); leave --device at auto"
+        )
+    try:
+        device = torch.device(option)
+    except RuntimeError:
+        raise CLIError(f"--device must be auto, cpu, cuda or cuda:N; got {option!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available")
+    if device.type not in ("cpu", "cuda"):
+        raise CLIError(f"--device must be auto, cpu, cuda or cuda:N; got {option!r}")
+    return device
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     context = init_distributed()
+    device = _device(args.device, context)
     loaded = load_model(args.model, args.weights, args.layer)
-    loaded.model.to(context.device)
+    loaded.model.to(device)
     preprocess = options.preprocessing(loaded.preprocess, args)
     token_layout = loaded.token_layout if args.token_layout is None else args.token_layout
     fam = loaded.explainer(
@@ -101,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = datasets.ImageFolder(args.images, preprocess)
         source = {"images": str(Path(args.images).resolve())}
     with model_errors(loaded.hint):
-        references = _references(args, fam, dataset, preprocess, loaded, context)
+        references = _references(args, fam, dataset, preprocess, loaded, context, device)
     attributes = {
         "source": source,
         "class_names": dataset.classes,
@@ -163,6 +192,7 @@ def _references(
     preprocess: Any,
     loaded: LoadedModel,
     context: Any,
+    device: torch.device,
 ) -> dict[str, Any]:
     """The job's reference keyword arguments, the same on every rank."""
     from captum_fam.jobs import GalleryShard, shard_rows
@@ -185,7 +215,7 @@ def _references(
             embeddings = datasets.read_embeddings(path)[0]
         else:
             image = options.prepare(preprocess, read_image(path), path)
-            embeddings = fam.embed(image.unsqueeze(0).to(context.device)).cpu()
+            embeddings = fam.embed(image.unsqueeze(0).to(device)).cpu()
             embeddings = context.broadcast_object(embeddings)
         return {"reference_embeddings": embeddings}
     if names is None:
@@ -198,7 +228,7 @@ def _references(
 
         support = [make_shapes(SHAPES_SUPPORT, seed=10_000 + c, classes=[c])
                    for c in range(len(names))]  # fmt: skip
-        embeddings = fam.embed(torch.cat([s.images for s in support]).to(context.device))
+        embeddings = fam.embed(torch.cat([s.images for s in support]).to(device))
         classes, prototypes = _prototypes(embeddings, torch.cat([s.labels[:, 0] for s in support]))
     elif Path(args.prototypes).is_dir():
         classes, prototypes = datasets.folder_prototypes(

@@ -88,6 +88,8 @@ def test_folder_against_prototypes_gallery_and_reference(folders, tmp_path, caps
         (["--gallery", "x.csv"], "expected a folder of images or an embeddings file"),
         (["--reference", "missing.npy"], "missing.npy: no such file"),
         (["--gallery", "G", "--top-k", "0"], "--top-k must be at least 1"),
+        (["--gallery", "G", "--device", "tpu:0"], "--device must be auto, cpu, cuda or cuda:N"),
+        (["--gallery", "G", "--device", "gpu"], "--device must be auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_input_is_one_line(folders, tmp_path, capsys, extra, message):
@@ -133,3 +135,12 @@ def test_torchrun_two_processes_equal_one(tmp_path):
                      "--map-dtype", "float32", *JOB]) == 2  # fmt: skip
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_device_cuda_without_a_gpu_is_refused(folders, tmp_path, capsys):
+    argv = ["explain-dataset", str(folders / "images"), "--gallery", str(folders / "gallery"),
+            "--device", "cuda", "--out", str(tmp_path / "x.zarr"), *JOB]  # fmt: skip
+    assert main(argv) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists()
