@@ -31,7 +31,7 @@ def _ids(path: Path) -> str:
 
 def test_every_tutorial_is_there() -> None:
     stems = [path.stem for path in NOTEBOOKS]
-    for prefix in ("01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_"):
+    for prefix in ("01_", "02_", "03_", "04_", "05_", "06_", "07_", "08_", "09_"):
         assert any(stem.startswith(prefix) for stem in stems), f"no tutorial {prefix}*: {stems}"
 
 
