@@ -103,8 +103,8 @@ def _shapes_clip(weighting: str) -> ImageTextModel:
         "shapes-clip",
         ("trunk.block4", "encoder"),
         [
-            "shapes-clip is a toy model of synthetic shapes: it knows 12 shape words and 8 "
-            "colour words, and its maps mean nothing on photographs"
+            "shapes-clip is a toy model of synthetic shapes: it was trained on 9 shape words and "
+            "8 colour words, and its maps mean nothing on photographs"
         ],
     )
 
