@@ -87,9 +87,9 @@ def _shapes_clip(weighting: str) -> ImageTextModel:
             input_ids, attention_mask = clip.tokenizer.encode(list(texts))
         except ValueError as error:
             raise CLIError(f"--text: {error}") from None
-        if input_ids.shape[1] > clip.text_tower.encoder.max_length:
-            raise CLIError(f"--text: the shapes CLIP reads at most "
-                           f"{clip.text_tower.encoder.max_length} words")  # fmt: skip
+        limit = getattr(clip.text_tower.encoder, "max_length", None)
+        if limit is not None and input_ids.shape[1] > limit:
+            raise CLIError(f"--text: the shapes CLIP reads at most {limit} words")
         return input_ids, attention_mask, [clip.tokenizer.tokenize(t) for t in texts]
 
     return ImageTextModel(

@@ -206,9 +206,9 @@ def caption_classes(
             len(c) != len(r) for c, r in zip(colours, names, strict=True)
         ):
             raise ValueError("colours must hold one entry per class of classes")
-        for row in colours:
-            for colour in row:
-                if colour is not None and colour not in COLOUR_NAMES:
+        for colour_row in colours:
+            for named in colour_row:
+                if named is not None and named not in COLOUR_NAMES:
                     raise ValueError(f"colours entries must be in {COLOUR_NAMES} or None")
 
     g = torch.Generator().manual_seed(int(seed))
@@ -288,9 +288,9 @@ def scene_contents(batch: ShapesBatch) -> list[dict[int, str]]:
     Returns:
         list[dict[int, str]]: One dict per image, ``{class index: colour word}``.
     """
-    colours = colour_names(batch, unambiguous=False)
+    colours = colour_names(batch, unambiguous=False)  # every colour named: no None
     return [
-        dict(zip(row, names, strict=True))
+        {label: str(name) for label, name in zip(row, names, strict=True)}
         for row, names in zip(batch.labels.tolist(), colours, strict=True)
     ]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_fam.zoo.model import ShapesEmbeddingNet, sha256_of_file
+from captum_fam.zoo.model import ShapesEmbeddingNet, check_weights_file
 from captum_fam.zoo.tokenizer import WordTokenizer
 
 __all__ = [
@@ -325,16 +325,7 @@ def load_shapes_clip(
         torch.Size([1, 64])
     """
     file = Path(path) if path is not None else CLIP_WEIGHTS_PATH
-    if not file.is_file():
-        raise FileNotFoundError(f"shapes CLIP weights not found at {file}")
-    if sha256 is not None:
-        actual = sha256_of_file(file)
-        if actual != sha256.lower():
-            raise RuntimeError(
-                f"SHA-256 mismatch for shapes CLIP weights {file}: expected {sha256}, got "
-                f"{actual}. The file is corrupted or was replaced; reinstall captum-fam or pass "
-                "sha256=None to load weights you trained yourself."
-            )
+    check_weights_file(file, sha256, "shapes CLIP")
     saved = torch.load(file, map_location="cpu", weights_only=True)
     tokenizer = WordTokenizer(saved["words"])
     image_tower, text_tower = build_towers(saved["config"], len(tokenizer))

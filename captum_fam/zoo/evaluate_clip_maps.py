@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from captum.attr import IntegratedGradients, LayerGradCam, LayerIntegratedGradients
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_fam.attribution import FeatureActivationMap
 from captum_fam.interop import similarity_forward
@@ -109,10 +109,10 @@ def token_pointing_rate(clip: ShapesClip, *, seed: int, n: int = 500) -> float:
     images, texts, target = token_pointing_scenes(clip, seed, n)
     image_fam, text_fam = clip_fams(clip)
     device = clip.device
-    texts = tuple(t.to(device) for t in texts)
+    inputs = tuple(t.to(device) for t in texts)
     with torch.no_grad():
         maps = text_fam.attribute(
-            texts,
+            inputs,
             reference_embeddings=image_fam.embed(images.to(device)),
             pooling_mask=1,
             relu_attributions=False,
@@ -304,7 +304,7 @@ def randomisation(clip: ShapesClip, *, seed: int, n: int = 50) -> dict[str, list
     text_embeddings = text_fam.embed(texts, pooling_mask=1)
     image_embeddings = image_fam.embed(batch.images)
 
-    def image_maps(tower: nn.Module) -> Tensor:
+    def image_maps(tower: Any) -> Tensor:
         fam = FeatureActivationMap(tower, tower.trunk.block4)
         return fam.attribute(batch.images, reference_embeddings=text_embeddings)
 

@@ -9,6 +9,7 @@ embedding models do (face networks, CLIP, retrieval networks).
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import TypeVar
 
@@ -157,6 +158,28 @@ def sha256_of_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def check_weights_file(file: Path, sha256: str | None, what: str) -> None:
+    """Raise ``FileNotFoundError`` if ``file`` is missing, ``RuntimeError`` if its SHA-256 is
+    not ``sha256`` (``None`` skips the check: weights the user trained)."""
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} weights not found at {file}")
+    if sha256 is not None:
+        actual = sha256_of_file(file)
+        if actual != sha256.lower():
+            raise RuntimeError(
+                f"SHA-256 mismatch for {what} weights {file}: expected {sha256}, got "
+                f"{actual}. The file is corrupted or was replaced; reinstall captum-fam or pass "
+                "sha256=None to load weights you trained yourself."
+            )
+
+
+def report_written(path: Path, start: float) -> None:
+    """What a training command prints at the end: the file, its size, the time, its SHA-256."""
+    minutes = (time.perf_counter() - start) / 60
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {minutes:.1f} min")
+    print(f"sha256 {sha256_of_file(path)}")
+
+
 _Net = TypeVar("_Net", bound=ShapesEmbeddingNet)
 
 
@@ -164,16 +187,7 @@ def _load_verified(
     model: _Net, file: Path, sha256: str | None, device: torch.device | str | None
 ) -> _Net:
     """Loads ``file`` into ``model`` after checking its SHA-256; returns it in eval mode."""
-    if not file.is_file():
-        raise FileNotFoundError(f"shapes model weights not found at {file}")
-    if sha256 is not None:
-        actual = sha256_of_file(file)
-        if actual != sha256.lower():
-            raise RuntimeError(
-                f"SHA-256 mismatch for shapes model weights {file}: expected {sha256}, got "
-                f"{actual}. The file is corrupted or was replaced; reinstall captum-fam or pass "
-                "sha256=None to load weights you trained yourself."
-            )
+    check_weights_file(file, sha256, "shapes model")
     state = torch.load(file, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.eval()

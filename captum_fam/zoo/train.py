@@ -29,7 +29,7 @@ from captum_fam.zoo.model import (
     WEIGHTS_PATH,
     ShapesEmbeddingNet,
     ShapesProjectionNet,
-    sha256_of_file,
+    report_written,
 )
 from captum_fam.zoo.shapes import SEEN_CLASSES, SHAPE_CLASSES, make_shapes
 
@@ -225,9 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out if args.out is not None else HEAD_WEIGHTS_PATH if args.head else WEIGHTS_PATH
     out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, out)
-    minutes = (time.perf_counter() - start) / 60
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB) in {minutes:.1f} min")
-    print(f"sha256 {sha256_of_file(out)}")
+    report_written(out, start)
 
 
 if __name__ == "__main__":

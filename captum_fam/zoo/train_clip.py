@@ -37,6 +37,7 @@ from captum_fam.zoo.captions import (
     scene_contents,
 )
 from captum_fam.zoo.clip import CLIP_WEIGHTS_PATH, build_towers, checkpoint
+from captum_fam.zoo.model import report_written
 from captum_fam.zoo.shapes import SEEN_CLASSES, SHAPE_CLASSES, make_shapes
 from captum_fam.zoo.tokenizer import WordTokenizer
 
@@ -159,7 +160,7 @@ def train_clip(
     tokenizer = WordTokenizer(CAPTION_WORDS)
     config = {"dim": dim, "encoder": encoder, "kernel_size": kernel_size}
     image_tower, text_tower = build_towers(config, len(tokenizer))
-    image_tower = image_tower.to(device, memory_format=torch.channels_last)
+    image_tower = image_tower.to(device).to(memory_format=torch.channels_last)
     text_tower = text_tower.to(device)
     log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0), device=device))
     params = list(image_tower.parameters()) + list(text_tower.parameters())
@@ -231,7 +232,7 @@ def train_clip(
             running = 0.0
     image_tower.eval()
     text_tower.eval()
-    image_tower = image_tower.to("cpu", memory_format=torch.contiguous_format)
+    image_tower = image_tower.to("cpu").to(memory_format=torch.contiguous_format)
     return checkpoint(image_tower, text_tower, config, CAPTION_WORDS)
 
 
@@ -255,8 +256,6 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point; prints the SHA-256 of the written weights."""
-    from captum_fam.zoo.model import sha256_of_file as _sha256
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--out", type=Path, default=CLIP_WEIGHTS_PATH, help="file to write")
@@ -286,9 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, args.out)
-    minutes = (time.perf_counter() - start) / 60
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) in {minutes:.1f} min")
-    print(f"sha256 {_sha256(args.out)}")
+    report_written(args.out, start)
 
 
 if __name__ == "__main__":
