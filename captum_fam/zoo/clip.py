@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_fam.zoo.model import ShapesEmbeddingNet, check_weights_file
+from captum_fam.zoo.model import ShapesEmbeddingNet
 from captum_fam.zoo.tokenizer import WordTokenizer
+from captum_fam.zoo.weights import check_weights_file
 
 __all__ = [
     "CLIP_WEIGHTS_PATH",

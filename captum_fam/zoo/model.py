@@ -8,13 +8,13 @@ embedding models do (face networks, CLIP, retrieval networks).
 
 from __future__ import annotations
 
-import hashlib
-import time
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
+
+from captum_fam.zoo.weights import check_weights_file
 
 __all__ = [
     "HEAD_WEIGHTS_PATH",
@@ -147,37 +147,6 @@ class ShapesProjectionNet(ShapesEmbeddingNet):
     def forward(self, x: Tensor) -> Tensor:
         """Returns the ``(N, D)`` embedding: the head applied to :meth:`pooled`."""
         return self.head(self.pooled(x))
-
-
-def sha256_of_file(path: str | Path) -> str:
-    """Hex SHA-256 digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_weights_file(file: Path, sha256: str | None, what: str) -> None:
-    """Raise ``FileNotFoundError`` if ``file`` is missing, ``RuntimeError`` if its SHA-256 is
-    not ``sha256`` (``None`` skips the check: weights the user trained)."""
-    if not file.is_file():
-        raise FileNotFoundError(f"{what} weights not found at {file}")
-    if sha256 is not None:
-        actual = sha256_of_file(file)
-        if actual != sha256.lower():
-            raise RuntimeError(
-                f"SHA-256 mismatch for {what} weights {file}: expected {sha256}, got "
-                f"{actual}. The file is corrupted or was replaced; reinstall captum-fam or pass "
-                "sha256=None to load weights you trained yourself."
-            )
-
-
-def report_written(path: Path, start: float) -> None:
-    """What a training command prints at the end: the file, its size, the time, its SHA-256."""
-    minutes = (time.perf_counter() - start) / 60
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) in {minutes:.1f} min")
-    print(f"sha256 {sha256_of_file(path)}")
 
 
 _Net = TypeVar("_Net", bound=ShapesEmbeddingNet)

@@ -15,7 +15,6 @@ object. Data are drawn fresh each step, so no step sees the same image twice.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import time
 from pathlib import Path
@@ -29,9 +28,9 @@ from captum_fam.zoo.model import (
     WEIGHTS_PATH,
     ShapesEmbeddingNet,
     ShapesProjectionNet,
-    report_written,
 )
 from captum_fam.zoo.shapes import SEEN_CLASSES, SHAPE_CLASSES, make_shapes
+from captum_fam.zoo.weights import report_written, write_weights
 
 __all__ = ["multi_positive_prototype_loss", "train", "training_seed"]
 
@@ -185,17 +184,33 @@ def train(
 
 def save_weights(model: ShapesEmbeddingNet, path: str | Path) -> None:
     """Saves ``model``'s ``state_dict``; the bytes depend only on the weights, not on ``path``."""
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    # torch.save names the archive after the file; a buffer keeps the bytes (and hash) fixed.
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    Path(path).write_bytes(buffer.getvalue())
+    write_weights({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, path)
+
+
+def training_parser(
+    description: str, *, steps: int, singles: int, pairs: int, lr: float
+) -> argparse.ArgumentParser:
+    """The options of every zoo training command: ``--seed``, ``--steps``, ``--singles``,
+    ``--pairs`` (scenes of one and two objects per step), ``--lr`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument(
+        "--steps", type=int, default=steps, help=f"optimisation steps (default {steps})"
+    )
+    parser.add_argument(
+        "--singles", type=int, default=singles, help=f"one-object scenes per step ({singles})"
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=pairs, help=f"two-object scenes per step ({pairs})"
+    )
+    parser.add_argument("--lr", type=float, default=lr, help=f"peak learning rate ({lr})")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point; prints the SHA-256 of the written weights."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser = training_parser(__doc__.splitlines()[0], steps=600, singles=40, pairs=40, lr=5e-3)
     parser.add_argument(
         "--head", action="store_true", help="train the model with a projection head"
     )
@@ -205,11 +220,6 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="weights file to write (default: the shipped file of the chosen model)",
     )
-    parser.add_argument("--steps", type=int, default=600, help="optimisation steps (default 600)")
-    parser.add_argument("--singles", type=int, default=40, help="single-object images per step")
-    parser.add_argument("--pairs", type=int, default=40, help="two-object images per step")
-    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()

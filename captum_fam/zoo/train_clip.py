@@ -16,8 +16,6 @@ Data are drawn fresh each step, so no step sees the same image twice.
 
 from __future__ import annotations
 
-import argparse
-import io
 import math
 import time
 from collections.abc import Iterator
@@ -37,9 +35,10 @@ from captum_fam.zoo.captions import (
     scene_contents,
 )
 from captum_fam.zoo.clip import CLIP_WEIGHTS_PATH, build_towers, checkpoint
-from captum_fam.zoo.model import report_written
 from captum_fam.zoo.shapes import SEEN_CLASSES, SHAPE_CLASSES, make_shapes
 from captum_fam.zoo.tokenizer import WordTokenizer
+from captum_fam.zoo.train import training_parser
+from captum_fam.zoo.weights import report_written, write_weights
 
 __all__ = [
     "clip_training_seed",
@@ -246,27 +245,13 @@ def _num_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Saves ``state``; the bytes depend only on its content, not on ``path``."""
-    # torch.save names the archive after the file; a buffer keeps the bytes (and hash) fixed.
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    Path(path).write_bytes(buffer.getvalue())
-
-
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point; prints the SHA-256 of the written weights."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser = training_parser(__doc__.splitlines()[0], steps=800, singles=64, pairs=64, lr=3e-3)
     parser.add_argument("--out", type=Path, default=CLIP_WEIGHTS_PATH, help="file to write")
-    parser.add_argument("--steps", type=int, default=800, help="optimisation steps (default 800)")
-    parser.add_argument("--singles", type=int, default=64, help="one-object scenes per step")
-    parser.add_argument("--pairs", type=int, default=64, help="two-object scenes per step")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     parser.add_argument("--encoder", choices=["transformer", "conv"], default="transformer")
     parser.add_argument("--partial-weight", type=float, default=0.1, help="partial captions")
     parser.add_argument("--kernel-size", type=int, default=3, help="conv encoder kernel")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--device", default="cpu", help="training device (only cpu is bitwise)")
     args = parser.parse_args(argv)
 
@@ -284,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(state, args.out)
+    write_weights(state, args.out)
     report_written(args.out, start)
 
 

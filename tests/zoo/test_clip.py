@@ -2,46 +2,27 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from captum_fam.zoo import ShapesClip, load_shapes_clip, make_shapes
+from captum_fam.zoo import ShapesClip, make_shapes
 from captum_fam.zoo.clip import (
-    CLIP_WEIGHTS_PATH,
-    CLIP_WEIGHTS_SHA256,
     ImageTower,
     TextTower,
     TokenConv,
     TokenTransformer,
     masked_mean,
 )
-from captum_fam.zoo.model import sha256_of_file
 
 
-def test_shipped_weights_load_offline_with_their_digest(clip):
-    assert sha256_of_file(CLIP_WEIGHTS_PATH) == CLIP_WEIGHTS_SHA256
-    assert CLIP_WEIGHTS_PATH.stat().st_size < 5_000_000
+def test_shipped_weights_load_offline(clip):
     assert isinstance(clip, ShapesClip)
     assert isinstance(clip.image_tower, ImageTower) and isinstance(clip.text_tower, TextTower)
     assert clip.image_layer is clip.image_tower.trunk.block4
     assert clip.text_layer is clip.text_tower.encoder
     assert not clip.image_tower.training and not clip.text_tower.training
     assert clip.device == torch.device("cpu")
-
-
-def test_tampered_or_missing_weights_raise(tmp_path):
-    tampered = tmp_path / "shapes_clip.pt"
-    shutil.copy(CLIP_WEIGHTS_PATH, tampered)
-    data = bytearray(tampered.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    tampered.write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="SHA-256 mismatch"):
-        load_shapes_clip(path=tampered)
-    with pytest.raises(FileNotFoundError):
-        load_shapes_clip(path=tmp_path / "missing.pt")
 
 
 def test_towers_shapes_and_the_layers_to_explain(clip):

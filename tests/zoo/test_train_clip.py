@@ -14,10 +14,10 @@ from captum_fam.zoo.train_clip import (
     clip_training_seed,
     drop_filler_words,
     relevance,
-    save_checkpoint,
     soft_info_nce,
     train_clip,
 )
+from captum_fam.zoo.weights import write_weights
 
 
 def test_soft_info_nce_with_one_positive_is_clip_loss():
@@ -70,9 +70,9 @@ def test_training_is_reproducible_bit_for_bit(tmp_path):
     digests = []
     for run in range(2):
         path = tmp_path / f"run{run}.pt"
-        save_checkpoint(train_clip(**kwargs), path)
+        write_weights(train_clip(**kwargs), path)
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
     other = tmp_path / "other.pt"
-    save_checkpoint(train_clip(**{**kwargs, "seed": 4}), other)
+    write_weights(train_clip(**{**kwargs, "seed": 4}), other)
     assert hashlib.sha256(other.read_bytes()).hexdigest() != digests[0]
