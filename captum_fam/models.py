@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from captum_fam.attribution import FeatureActivationMap
 from captum_fam.backbones import candidate_layers, classifier_name, default_layer, strip_classifier
 from captum_fam.images import Preprocess
 
-__all__ = ["RANDOM_WEIGHTS", "LoadedModel", "ModelLoadError", "load_model"]
+__all__ = ["RANDOM_WEIGHTS", "LoadedModel", "ModelLoadError", "import_factory", "load_model"]
 
 RANDOM_WEIGHTS = "none"
 """The ``weights`` value that asks for a randomly initialised torchvision model."""
@@ -281,7 +282,13 @@ class _Tap(nn.Module):
         return self.module(*inputs)
 
 
-def _load_factory(spec: str, layer: str | None) -> LoadedModel:
+def import_factory(spec: str) -> Callable[[], Any]:
+    """The callable that ``"package.module:factory"`` names (``factory`` may be dotted).
+
+    Raises:
+        ModelLoadError: If the module cannot be imported or has no such callable. The
+                    module's own import errors are named in the message.
+    """
     module_name, _, attribute = spec.partition(":")
     # Like other tools that import user code by name, look in the working directory too.
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -296,7 +303,12 @@ def _load_factory(spec: str, layer: str | None) -> LoadedModel:
         target = getattr(target, part)
     if not callable(target):
         raise ModelLoadError(f"model {spec}: {attribute!r} is not callable")
-    built = target()
+    return target
+
+
+def _load_factory(spec: str, layer: str | None) -> LoadedModel:
+    attribute = spec.partition(":")[2]
+    built = import_factory(spec)()
     model, declared = built if isinstance(built, tuple) and len(built) == 2 else (built, None)
     if not isinstance(model, nn.Module):
         raise ModelLoadError(

@@ -12,7 +12,7 @@ from torch import nn
 
 from captum_fam import FeatureActivationMap
 from captum_fam.images import Preprocess
-from captum_fam.models import LoadedModel, ModelLoadError, load_model
+from captum_fam.models import LoadedModel, ModelLoadError, import_factory, load_model
 
 
 def test_shapes_model() -> None:
@@ -175,3 +175,14 @@ def test_torchscript_whole_file_and_sequential_child(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_text("not a model")
     with pytest.raises(ModelLoadError, match="cannot load .* as TorchScript"):
         load_model(str(tmp_path / "junk.pt"))
+
+
+def test_import_factory_resolves_dotted_callables_and_names_what_is_wrong():
+    assert import_factory("torch.nn:Identity") is torch.nn.Identity
+    assert import_factory("torch.nn:init.zeros_") is torch.nn.init.zeros_
+    with pytest.raises(ModelLoadError, match="cannot import 'no_such_module_xyz'"):
+        import_factory("no_such_module_xyz:build")
+    with pytest.raises(ModelLoadError, match="has no attribute 'init.nope'"):
+        import_factory("torch.nn:init.nope")
+    with pytest.raises(ModelLoadError, match="'__name__' is not callable"):
+        import_factory("torch.nn:__name__")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_fam.attribution import FeatureActivationMap
-from captum_fam.models import ModelLoadError
+from captum_fam.models import ModelLoadError, import_factory
 from captum_fam.similarity import Similarity, SimilarityFn
 
 __all__ = [
@@ -235,20 +232,8 @@ def load_sentence_model(spec: str | Path) -> tuple[nn.Module, Any]:
             f"unknown sentence model {text!r}: expected 'package.module:factory' or a local "
             "folder saved by sentence-transformers or transformers"
         )
-    module_name, _, attribute = text.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # user code by name, as other tools find it
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ModelLoadError(f"cannot import {module_name!r} for model {text}: {error}") from None
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ModelLoadError(f"module {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ModelLoadError(f"model {text}: {attribute!r} is not callable")
-    built = target()
+    attribute = text.partition(":")[2]
+    built = import_factory(text)()
     if is_sentence_transformer(built):
         return built.eval(), built
     if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], nn.Module):
