@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -238,6 +239,21 @@ class Preprocess:
         else:
             normalisation = f"mean {_values(self.mean)}, std {_values(self.std)}"
         return f"{steps}; {normalisation}"
+
+    @classmethod
+    def from_torchvision(cls, preset: Any) -> Preprocess:
+        """The preprocessing of torchvision weights: ``Preprocess.from_torchvision(
+        weights.transforms())`` resizes, crops, interpolates and normalises as ``preset`` does
+        (an ``ImageClassification`` preset: ``resize_size``, ``crop_size``, ``mean``, ``std``,
+        ``interpolation``)."""
+        return cls(
+            preset.crop_size[0],
+            resize="crop",
+            resize_size=preset.resize_size[0],
+            mean=tuple(preset.mean),
+            std=tuple(preset.std),
+            interpolation=preset.interpolation.value,
+        )
 
     def resized(self, size: int) -> Preprocess:
         """The same preprocessing at another input size, keeping the crop's margin ratio."""

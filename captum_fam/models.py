@@ -195,15 +195,7 @@ def _load_torchvision(name: str, weights: str | None, layer: str | None) -> Load
     if weight is None:
         preprocess = Preprocess(224, resize="crop", resize_size=256)
     else:
-        preset = weight.transforms()
-        preprocess = Preprocess(
-            preset.crop_size[0],
-            resize="crop",
-            resize_size=preset.resize_size[0],
-            mean=preset.mean,
-            std=preset.std,
-            interpolation=preset.interpolation.value,
-        )
+        preprocess = Preprocess.from_torchvision(weight.transforms())
         label += f" ({weight})"
     chosen, layer_name, token_layout = _choose_layer(model, layer, label)
     return LoadedModel(

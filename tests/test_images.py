@@ -97,14 +97,7 @@ def test_list_images_recurses_and_filters(tmp_path: Path) -> None:
 def test_crop_matches_torchvision_weight_transforms(name: str) -> None:
     models = pytest.importorskip("torchvision.models")
     preset = models.get_model_weights(name).DEFAULT.transforms()
-    preprocess = Preprocess(
-        preset.crop_size[0],
-        resize="crop",
-        resize_size=preset.resize_size[0],
-        mean=preset.mean,
-        std=preset.std,
-        interpolation=preset.interpolation.value,
-    )
+    preprocess = Preprocess.from_torchvision(preset)
     for image in (noise(333, 250), noise(250, 401, seed=1)):
         torch.testing.assert_close(preprocess(image), preset(image), atol=1e-6, rtol=0)
 
