@@ -350,6 +350,23 @@ class Column:
             raise ValueError(f"align must be 'left' or 'right'; got {self.align!r}")
 
 
+def speed_columns(
+    ratios: Sequence[Column], peak_header: str = "peak RSS MiB"
+) -> tuple[Column, ...]:
+    """The columns of a speed-and-memory table: the row, its median and spread, the script's
+    ``ratios``, the peak memory (``peak_header``, e.g. CUDA memory) and the part above the
+    baseline process, and the target's verdict."""
+    return (
+        Column("row", "row"),
+        Column("median", "median ms", "right"),
+        Column("spread", "spread ms", "right"),
+        *ratios,
+        Column("peak", peak_header, "right"),
+        Column("above", "above baseline MiB", "right"),
+        Column("target", "target"),
+    )
+
+
 class Table:
     """A table whose columns are declared once; rows give one cell per column key.
 

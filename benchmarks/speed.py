@@ -111,16 +111,11 @@ MEMORY_TARGET = (FAM, GRADCAM)  # FAM's peak must stay below LayerGradCam's
 # A child costs seconds of imports alone: the smoke run measures the memory target's rows only.
 QUICK_MEMORY_ROWS = MEMORY_TARGET
 
-COLUMNS = (
-    harness.Column("row", "row"),
-    harness.Column("median", "median ms", "right"),
-    harness.Column("spread", "spread ms", "right"),
+RATIO_COLUMNS = (
     harness.Column("forwards", "ratio to forwards", "right"),
     harness.Column("gradcam", "ratio to LayerGradCam, same layer", "right"),
-    harness.Column("peak", "peak RSS MiB", "right"),
-    harness.Column("above", "above baseline MiB", "right"),
-    harness.Column("target", "target"),
 )
+COLUMNS = harness.speed_columns(RATIO_COLUMNS)  # on CUDA: "peak CUDA MiB"
 
 
 @dataclass(frozen=True)
@@ -339,13 +334,8 @@ def table(
     labels: dict[str, str],
     device: str = "cpu",
 ) -> harness.Table:
-    columns = COLUMNS
-    if device != "cpu":
-        columns = tuple(
-            harness.Column("peak", "peak CUDA MiB", "right") if c.key == "peak" else c
-            for c in COLUMNS
-        )
-    result = harness.Table(columns)
+    cuda = harness.speed_columns(RATIO_COLUMNS, "peak CUDA MiB")
+    result = harness.Table(COLUMNS if device == "cpu" else cuda)
     for row in ROWS:
         median = times[row.name].median
         ratio = median / times[row.floor].median

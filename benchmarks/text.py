@@ -70,15 +70,7 @@ FULL = {"pairs": 16, "tokens": 128, "width": 768, "layers": 12, "heads": 12, "re
 QUICK = {"pairs": 2, "tokens": 16, "width": 64, "layers": 2, "heads": 4, "repeats": 2,
          "lig_steps": 4, "threads": 1}  # fmt: skip
 QUICK_MEMORY_ROWS = (LIMIT, FAM)
-COLUMNS = (
-    harness.Column("row", "row"),
-    harness.Column("median", "median ms", "right"),
-    harness.Column("spread", "spread ms", "right"),
-    harness.Column("ratio", "ratio to limit", "right"),
-    harness.Column("peak", "peak RSS MiB", "right"),
-    harness.Column("above", "above baseline MiB", "right"),
-    harness.Column("target", "target"),
-)
+COLUMNS = harness.speed_columns((harness.Column("ratio", "ratio to limit", "right"),))
 
 
 @dataclass(frozen=True)

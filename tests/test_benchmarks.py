@@ -99,6 +99,14 @@ def test_table_columns_are_checked():
         harness.Column("a", "A", "centre")
 
 
+def test_speed_columns_frame_the_ratios_and_name_the_peak():
+    ratio = harness.Column("ratio", "ratio to limit", "right")
+    keys = [c.key for c in harness.speed_columns((ratio,))]
+    assert keys == ["row", "median", "spread", "ratio", "peak", "above", "target"]
+    peak = harness.speed_columns((ratio,), "peak CUDA MiB")[4]
+    assert (peak.key, peak.header) == ("peak", "peak CUDA MiB")
+
+
 # --- timing ----------------------------------------------------------------------------------
 
 
@@ -184,6 +192,8 @@ def test_report_peak_prints_what_parse_peak_reads(capsys):
     assert 0 < peak <= harness.peak_rss_mib()  # the peak only grows
     harness.report_peak(harness.BASELINE, None)
     assert harness.parse_peak(capsys.readouterr().out, harness.BASELINE) > 0
+    harness.report_peak("fam", None, peak=lambda: 12.5)  # another measure, e.g. CUDA memory
+    assert harness.parse_peak(capsys.readouterr().out, "fam") == 12.5
 
 
 def test_child_command_and_launcher(monkeypatch):
