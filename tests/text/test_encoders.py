@@ -21,12 +21,7 @@ from captum_fam.text import (  # noqa: E402
     sentence_fam,
     tokenize_texts,
 )
-from captum_fam.zoo.text_encoders import ARCHITECTURES, random_text_encoder  # noqa: E402
-
-
-@pytest.fixture(scope="module", params=ARCHITECTURES)
-def encoder(request):
-    return random_text_encoder(request.param, hidden_size=32, layers=2, heads=4)
+from captum_fam.zoo.text_encoders import random_text_encoder  # noqa: E402
 
 
 @torch.no_grad()
