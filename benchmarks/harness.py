@@ -20,6 +20,7 @@ import them as ``benchmarks.NAME`` (the repository root is on pytest's ``pythonp
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib.metadata
 import json
@@ -348,6 +349,35 @@ class Column:
     def __post_init__(self) -> None:
         if self.align not in ("left", "right"):
             raise ValueError(f"align must be 'left' or 'right'; got {self.align!r}")
+
+
+def speed_parser(
+    description: str,
+    quick: Mapping[str, object],
+    repeats: object,
+    rows: Sequence[str],
+    memory_workers: int,
+) -> argparse.ArgumentParser:
+    """The options every speed-and-memory script shares: ``--quick`` (the ``quick`` settings),
+    ``--markdown``, ``--repeats``, ``--threads``, ``--seed``, ``--memory-workers`` and the
+    hidden option that makes a process a peak-memory child of one of ``rows``; the script adds
+    its own sizes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: {dict(quick)}")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--repeats", type=int, help=f"timed repeats (default {repeats})")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: all cores; 1 with --quick)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--memory-workers",
+        type=int,
+        default=memory_workers,
+        help=f"peak-memory children at a time ({memory_workers})",
+    )
+    parser.add_argument(PEAK_ROW_OPTION, choices=(*rows, BASELINE), help=argparse.SUPPRESS)
+    return parser
 
 
 def speed_columns(

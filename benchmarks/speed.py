@@ -395,26 +395,15 @@ def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: " + str(QUICK))
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--repeats", type=int, help=f"timed repeats (default {FULL['repeats']})")
+    parser = harness.speed_parser(
+        __doc__.split("\n\n")[0], QUICK, FULL["repeats"], ROW_NAMES, memory_workers=2
+    )
     parser.add_argument("--ig-repeats", type=int, default=3, help="repeats timing IG (default 3)")
     parser.add_argument("--pairs", type=int, help=f"query/reference pairs ({FULL['pairs']})")
     parser.add_argument("--image-size", type=int, help=f"pixels ({FULL['image_size']})")
     parser.add_argument("--ig-steps", type=int, help=f"IG n_steps ({FULL['ig_steps']})")
     parser.add_argument("--ig-batch", type=int, default=25, help="IG internal_batch_size (25)")
-    parser.add_argument(
-        "--threads", type=int, help="torch threads (default: all cores; 1 with --quick)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    parser.add_argument(
-        "--memory-workers", type=int, default=2, help="peak-memory children at a time (2)"
-    )
-    parser.add_argument(
-        harness.PEAK_ROW_OPTION, choices=(*ROW_NAMES, harness.BASELINE), help=argparse.SUPPRESS
-    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     repeats = args.repeats or defaults["repeats"]

@@ -299,10 +299,9 @@ def notes(config: Config, times: dict[str, harness.Timing]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: " + str(QUICK))
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--repeats", type=int, help=f"timed repeats ({FULL['repeats']})")
+    parser = harness.speed_parser(
+        __doc__.split("\n\n")[0], QUICK, FULL["repeats"], ROWS, memory_workers=1
+    )
     parser.add_argument("--slow-repeats", type=int, default=1,
                         help="repeats that time LIG and occlusion (default 1)")  # fmt: skip
     parser.add_argument("--pairs", type=int, help=f"sentence pairs ({FULL['pairs']})")
@@ -313,20 +312,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Confi
     parser.add_argument("--lig-steps", type=int, help=f"LIG n_steps ({FULL['lig_steps']})")
     parser.add_argument("--lig-batch", type=int, default=64, help="LIG internal_batch_size (64)")
     parser.add_argument(
-        "--threads", type=int, help="torch threads (default: all cores; 1 with --quick)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
         "--rows",
         type=_row_names,
         default=ROWS,
         help=f"comma-separated rows to run, the limit always included ({','.join(ROWS)})",
-    )
-    parser.add_argument(
-        "--memory-workers", type=int, default=1, help="peak-memory children at a time (1)"
-    )
-    parser.add_argument(
-        harness.PEAK_ROW_OPTION, choices=(*ROWS, harness.BASELINE), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
